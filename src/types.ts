@@ -1,0 +1,252 @@
+// Every public type of d1-optout lives here, so that the contracts of DESIGN.md have one home.
+
+export type Scope = 'CARD' | 'CONSUMER';
+
+/** A target's state in the ledger (DESIGN.md §3). */
+export type TargetState =
+  | 'QUEUED'
+  | 'SUBMITTING'
+  | 'PENDING'
+  | 'OPTED_OUT'
+  | 'FAILED_RETRYABLE'
+  | 'FAILED_PERMANENT';
+
+/** Why a valid row is not submitted in this batch (DESIGN.md §3, rules 1–4). */
+export type SkipDisposition =
+  | 'SKIPPED_DUPLICATE'
+  | 'SKIPPED_ALREADY_OPTED_OUT'
+  | 'SKIPPED_ALREADY_PENDING'
+  | 'SKIPPED_COVERED_BY_CONSUMER'
+  | 'SKIPPED_PREVIOUSLY_FAILED';
+
+/** What the batch decided for one item: skip it (and why), or submit it (rule 5). */
+export type Disposition = SkipDisposition | 'SUBMIT';
+
+/** The outcome of one input row or carried-over target, as reported (DESIGN.md §4). */
+export type Outcome =
+  | 'OPTED_OUT'
+  | 'PENDING'
+  | 'FAILED_RETRYABLE'
+  | 'FAILED_PERMANENT'
+  | 'NOT_ATTEMPTED'
+  | SkipDisposition;
+
+export const OUTCOMES: readonly Outcome[] = [
+  'OPTED_OUT',
+  'PENDING',
+  'FAILED_RETRYABLE',
+  'FAILED_PERMANENT',
+  'NOT_ATTEMPTED',
+  'SKIPPED_DUPLICATE',
+  'SKIPPED_ALREADY_OPTED_OUT',
+  'SKIPPED_ALREADY_PENDING',
+  'SKIPPED_COVERED_BY_CONSUMER',
+  'SKIPPED_PREVIOUSLY_FAILED',
+];
+
+export const FAILURE_OUTCOMES: readonly Outcome[] = ['FAILED_RETRYABLE', 'FAILED_PERMANENT', 'NOT_ATTEMPTED'];
+
+export type BatchKind = 'run' | 'rerun';
+export type BatchStatus = 'RUNNING' | 'COMPLETED' | 'COMPLETED_WITH_FAILURES' | 'ABORTED';
+
+/** The class every error and every D1 answer carries (house rule: reject, retryable, permanent, fatal). */
+export type ErrorClass = 'reject' | 'retryable' | 'permanent' | 'fatal';
+
+// ---------------------------------------------------------------------------------------------
+// Card files
+
+/** One valid row of a card file. */
+export interface CardRow {
+  scope: Scope;
+  /** The D1 id of the target: cardId for CARD, consumerId for CONSUMER. */
+  targetId: string;
+  /** The consumer the card belongs to, when the file says so (always set for CONSUMER rows). */
+  consumerId: string | null;
+  reason: string;
+  eventTime: string | null;
+  reference: string | null;
+  sourceFile: string;
+  /** Physical line on which the record starts; the header is line 1. */
+  sourceLine: number;
+}
+
+/** One invalid row of a card file; `raw` is already masked. */
+export interface RejectRow {
+  sourceFile: string;
+  sourceLine: number;
+  error: string;
+  raw: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config (DESIGN.md §6)
+
+export interface TlsConfig {
+  certFile?: string;
+  keyFile?: string;
+  caFile?: string;
+}
+
+export interface D1Paths {
+  optOutCard: string;
+  optOutConsumer: string;
+  cardOperation: string;
+  consumerOperation: string;
+}
+
+export interface Config {
+  d1: {
+    baseUrl: string;
+    tokenUrl: string;
+    issuerId: string;
+    keyId: string;
+    privateKeyFile: string;
+    tls: TlsConfig;
+    paths: D1Paths;
+    timeoutMs: number;
+    alreadyOptedOutErrorCodes: string[];
+  };
+  rate: {
+    requestsPerSecond: number;
+    concurrency: number;
+    maxAttempts: number;
+    maxAttemptsAcrossRuns: number;
+    backoffBaseMs: number;
+    backoffMaxMs: number;
+  };
+  pending: { pollIntervalMs: number; maxWaitMs: number };
+  abort: { maxConsecutiveFailures: number };
+  lock: { staleAfterSec: number };
+  ledger: string;
+  reportsDir: string;
+  inbox: string;
+  archive: string;
+  input: { delimiter: 'auto' | ',' | ';' | '|' | '\t'; reasons: string[] };
+  log: { level: 'error' | 'warn' | 'info' | 'debug'; file: string; progressEverySec: number };
+}
+
+// ---------------------------------------------------------------------------------------------
+// D1 answers
+
+/**
+ * How the job reads one D1 answer (DESIGN.md §8):
+ * - `done`: opted out (SUCCESSFUL, or an error code configured as "already opted out");
+ * - `pending`: accepted, final state to be polled with Get Operation;
+ * - `retryable`, `permanent`, `fatal`: the error classes.
+ */
+export type AnswerClass = 'done' | 'pending' | 'retryable' | 'permanent' | 'fatal';
+
+export interface D1Answer {
+  class: AnswerClass;
+  /** 0 when no HTTP answer arrived (network error, timeout). */
+  httpStatus: number;
+  operationId: string | null;
+  /** D1's operation status as sent (`SUCCESSFUL`, `PENDING`, `FAILED` or a value we do not know). */
+  operationStatus: string | null;
+  errorCode: string | null;
+  /** A short, safe text: D1's `error`, or what went wrong on the wire. */
+  error: string | null;
+  correlationId: string;
+  /** For 429/503: how long D1 asked us to wait. */
+  retryAfterMs: number | null;
+  startedAt: number;
+  endedAt: number;
+}
+
+export type AttemptKind = 'OPT_OUT' | 'GET_OPERATION';
+
+// ---------------------------------------------------------------------------------------------
+// Ledger rows as the rest of the job sees them
+
+export interface TargetRecord {
+  pk: number;
+  scope: Scope;
+  targetId: string;
+  consumerId: string | null;
+  state: TargetState;
+  operationId: string | null;
+  /** Opt-out requests sent for this target over all batches. */
+  attempts: number;
+  lastHttpStatus: number | null;
+  lastErrorCode: string | null;
+  lastError: string | null;
+  lastBatchId: string | null;
+  updatedAt: string;
+}
+
+export interface AttemptRecord {
+  id: number;
+  batchId: string;
+  scope: Scope;
+  targetId: string;
+  kind: AttemptKind;
+  correlationId: string;
+  startedAt: string;
+  endedAt: string | null;
+  httpStatus: number | null;
+  errorCode: string | null;
+  error: string | null;
+  operationId: string | null;
+  operationStatus: string | null;
+  class: AnswerClass | null;
+}
+
+export interface BatchRecord {
+  id: string;
+  kind: BatchKind;
+  parentId: string | null;
+  startedAt: string;
+  endedAt: string | null;
+  status: BatchStatus;
+}
+
+/** The lines of results.csv, in the column order of DESIGN.md §4. */
+export interface ResultLine {
+  scope: Scope;
+  target_id: string;
+  consumer_id: string;
+  reason: string;
+  outcome: Outcome;
+  operation_id: string;
+  http_status: string;
+  error_code: string;
+  error_message: string;
+  attempts: number;
+  correlation_id: string;
+  source_file: string;
+  source_line: string;
+}
+
+export interface InputSummary {
+  path: string;
+  sha256: string;
+  rows: number;
+  rejected: number;
+  /** True when the file had been ingested by an earlier batch and was not read again. */
+  seenBefore: boolean;
+  firstBatchId: string | null;
+}
+
+/** summary.json (DESIGN.md §4). Extra keys may be added; none may be renamed. */
+export interface BatchSummary {
+  batchId: string;
+  kind: BatchKind;
+  parentBatchId: string | null;
+  startedAt: string;
+  endedAt: string | null;
+  status: BatchStatus;
+  abortReason: string | null;
+  inputs: InputSummary[];
+  rows: { total: number; valid: number; rejected: number };
+  outcomes: Partial<Record<Outcome, number>>;
+  carriedOver: Partial<Record<Outcome, number>>;
+  d1: {
+    requests: number;
+    requestsByStatus: Record<string, number>;
+    retries: number;
+    throttledMs: number;
+    http429: number;
+    lowestRps: number | null;
+  };
+  reportDir: string;
+}
