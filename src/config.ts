@@ -1,0 +1,198 @@
+import { readFileSync } from 'node:fs';
+import { UsageError } from './errors.js';
+import type { Config } from './types.js';
+
+/** The defaults of DESIGN.md §6; a config file only states what differs. */
+export const DEFAULT_CONFIG: Config = {
+  d1: {
+    baseUrl: 'https://api.d1.thalescloud.io/banking/v1',
+    tokenUrl: 'https://api.d1.thalescloud.io/authz/v1/oauth2/token',
+    issuerId: '',
+    keyId: '',
+    privateKeyFile: '',
+    tls: {},
+    paths: {
+      optOutCard: '/issuers/{issuerId}/cards/{cardId}/operations:clickToPayOptOut',
+      optOutConsumer: '/issuers/{issuerId}/consumers/{consumerId}/operations:clickToPayOptOut',
+      cardOperation: '/issuers/{issuerId}/cards/{cardId}/operations/{operationId}',
+      consumerOperation: '/issuers/{issuerId}/consumers/{consumerId}/operations/{operationId}',
+    },
+    timeoutMs: 10_000,
+    alreadyOptedOutErrorCodes: [],
+  },
+  rate: {
+    requestsPerSecond: 20,
+    concurrency: 8,
+    maxAttempts: 5,
+    maxAttemptsAcrossRuns: 10,
+    backoffBaseMs: 500,
+    backoffMaxMs: 30_000,
+  },
+  pending: { pollIntervalMs: 2000, maxWaitMs: 60_000 },
+  abort: { maxConsecutiveFailures: 50 },
+  lock: { staleAfterSec: 120 },
+  ledger: './var/ledger.sqlite',
+  reportsDir: './var/reports',
+  inbox: './var/inbox',
+  archive: './var/archive',
+  input: {
+    delimiter: 'auto',
+    reasons: ['CLOSED', 'FRAUD', 'LOST_STOLEN', 'REGULATORY', 'CUSTOMER_REQUEST'],
+  },
+  log: { level: 'info', file: './var/log/d1-optout.log', progressEverySec: 30 },
+};
+
+/** Keys whose value may come from the environment, so secrets' paths need not sit in the file. */
+const ENV_OVERRIDES: ReadonlyArray<[string, (c: Config, v: string) => void]> = [
+  ['D1_PRIVATE_KEY_FILE', (c, v) => (c.d1.privateKeyFile = v)],
+  ['D1_TLS_CERT_FILE', (c, v) => (c.d1.tls.certFile = v)],
+  ['D1_TLS_KEY_FILE', (c, v) => (c.d1.tls.keyFile = v)],
+  ['D1_TLS_CA_FILE', (c, v) => (c.d1.tls.caFile = v)],
+  ['D1_ISSUER_ID', (c, v) => (c.d1.issuerId = v)],
+  ['D1_KEY_ID', (c, v) => (c.d1.keyId = v)],
+];
+
+/** Where the config comes from: `--config`, else `$D1_OPTOUT_CONFIG`, else `./d1-optout.config.json`. */
+export function configPath(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  return flag ?? env['D1_OPTOUT_CONFIG'] ?? './d1-optout.config.json';
+}
+
+export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): Config {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new UsageError(`config file ${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'}); pass --config or set D1_OPTOUT_CONFIG`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`config file ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  return parseConfig(parsed, env);
+}
+
+/** Merges a parsed config object over the defaults and validates every key; throws UsageError naming the key. */
+export function parseConfig(input: unknown, env: NodeJS.ProcessEnv = process.env): Config {
+  const config = structuredClone(DEFAULT_CONFIG);
+  merge(config as unknown as Record<string, unknown>, input, '');
+  for (const [name, apply] of ENV_OVERRIDES) {
+    const v = env[name];
+    if (v !== undefined && v !== '') apply(config, v);
+  }
+  validate(config);
+  return config;
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Copies `input` over `target` key by key, refusing keys the defaults do not have and values of another type. */
+function merge(target: Record<string, unknown>, input: unknown, prefix: string): void {
+  if (!isPlainObject(input)) throw new UsageError(`config${prefix ? ` key ${prefix}` : ''}: expected an object`);
+  for (const [key, value] of Object.entries(input)) {
+    const name = prefix ? `${prefix}.${key}` : key;
+    if (!(key in target)) throw new UsageError(`config key ${name} is unknown; check its spelling against the README`);
+    const current = target[key];
+    if (isPlainObject(current)) {
+      // tls has only optional keys, so its defaults object is empty: allow its known keys explicitly.
+      if (name === 'd1.tls') {
+        mergeTls(current, value);
+        continue;
+      }
+      merge(current, value, name);
+    } else if (Array.isArray(current)) {
+      if (!Array.isArray(value) || !value.every((x) => typeof x === 'string')) {
+        throw new UsageError(`config key ${name}: expected a list of strings`);
+      }
+      target[key] = [...value];
+    } else {
+      if (typeof value !== typeof current) {
+        throw new UsageError(`config key ${name}: expected a ${typeof current}, found ${JSON.stringify(value)}`);
+      }
+      target[key] = value;
+    }
+  }
+}
+
+function mergeTls(target: Record<string, unknown>, value: unknown): void {
+  if (!isPlainObject(value)) throw new UsageError('config key d1.tls: expected an object');
+  for (const [key, v] of Object.entries(value)) {
+    if (!['certFile', 'keyFile', 'caFile'].includes(key)) {
+      throw new UsageError(`config key d1.tls.${key} is unknown; expected certFile, keyFile or caFile`);
+    }
+    if (typeof v !== 'string') throw new UsageError(`config key d1.tls.${key}: expected a file path`);
+    target[key] = v;
+  }
+}
+
+const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
+
+export function isLoopbackHost(hostname: string): boolean {
+  return LOOPBACK.has(hostname) || /^127\.\d+\.\d+\.\d+$/.test(hostname);
+}
+
+function checkUrl(name: string, value: string): void {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new UsageError(`config key ${name}: ${JSON.stringify(value)} is not a URL`);
+  }
+  if (url.protocol === 'https:') return;
+  if (url.protocol === 'http:' && isLoopbackHost(url.hostname)) return;
+  throw new UsageError(`config key ${name}: must be an https:// URL (plain http is accepted only for a loopback simulator)`);
+}
+
+function positive(name: string, v: number, integer = true): void {
+  if (!(v > 0) || (integer && !Number.isInteger(v))) {
+    throw new UsageError(`config key ${name}: expected a positive ${integer ? 'whole ' : ''}number, found ${v}`);
+  }
+}
+
+function validate(c: Config): void {
+  checkUrl('d1.baseUrl', c.d1.baseUrl);
+  checkUrl('d1.tokenUrl', c.d1.tokenUrl);
+  if (c.d1.issuerId.length !== 10) {
+    throw new UsageError(`config key d1.issuerId: expected the 10-character issuer id given at D1 onboarding, found ${c.d1.issuerId.length} characters`);
+  }
+  if (!c.d1.keyId) throw new UsageError('config key d1.keyId is required: the kid under which D1 holds your public key');
+  if (!c.d1.privateKeyFile) throw new UsageError('config key d1.privateKeyFile is required (or set D1_PRIVATE_KEY_FILE)');
+  const placeholders: Record<keyof Config['d1']['paths'], string[]> = {
+    optOutCard: ['{cardId}'],
+    optOutConsumer: ['{consumerId}'],
+    cardOperation: ['{cardId}', '{operationId}'],
+    consumerOperation: ['{consumerId}', '{operationId}'],
+  };
+  for (const [key, needed] of Object.entries(placeholders)) {
+    const path = c.d1.paths[key as keyof Config['d1']['paths']];
+    if (!path.startsWith('/')) throw new UsageError(`config key d1.paths.${key}: expected a path starting with /`);
+    for (const p of needed) {
+      if (!path.includes(p)) throw new UsageError(`config key d1.paths.${key}: the path must contain ${p}`);
+    }
+  }
+  positive('d1.timeoutMs', c.d1.timeoutMs);
+  positive('rate.requestsPerSecond', c.rate.requestsPerSecond, false);
+  positive('rate.concurrency', c.rate.concurrency);
+  positive('rate.maxAttempts', c.rate.maxAttempts);
+  positive('rate.maxAttemptsAcrossRuns', c.rate.maxAttemptsAcrossRuns);
+  positive('rate.backoffBaseMs', c.rate.backoffBaseMs);
+  positive('rate.backoffMaxMs', c.rate.backoffMaxMs);
+  positive('pending.pollIntervalMs', c.pending.pollIntervalMs);
+  if (!(c.pending.maxWaitMs >= 0)) throw new UsageError('config key pending.maxWaitMs: expected 0 or more milliseconds');
+  positive('abort.maxConsecutiveFailures', c.abort.maxConsecutiveFailures);
+  positive('lock.staleAfterSec', c.lock.staleAfterSec);
+  positive('log.progressEverySec', c.log.progressEverySec);
+  if (!['auto', ',', ';', '|', '\t'].includes(c.input.delimiter)) {
+    throw new UsageError('config key input.delimiter: expected "auto", ",", ";", "|" or "\\t"');
+  }
+  if (c.input.reasons.length === 0) throw new UsageError('config key input.reasons: expected at least one reason');
+  if (!['error', 'warn', 'info', 'debug'].includes(c.log.level)) {
+    throw new UsageError('config key log.level: expected error, warn, info or debug');
+  }
+  for (const key of ['ledger', 'reportsDir', 'inbox', 'archive'] as const) {
+    if (!c[key]) throw new UsageError(`config key ${key}: expected a path`);
+  }
+}

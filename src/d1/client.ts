@@ -1,0 +1,109 @@
+import { randomBytes } from 'node:crypto';
+import type { Clock } from '../throttle/clock.js';
+import { realClock } from '../throttle/clock.js';
+import type { RateLimiter } from '../throttle/limiter.js';
+import type { Config, D1Answer, Scope } from '../types.js';
+import { classifyResponse } from './classify.js';
+import { Transport } from './http.js';
+import { loadPrivateKey } from './keys.js';
+import { TokenError, TokenProvider } from './token.js';
+
+/**
+ * A fresh random correlation id per request: D1 logs it in clear, so it is never derived from card
+ * data. 16 random bytes in base64url fit D1's `^[A-Za-z0-9_-]{1,64}$`.
+ */
+function correlationId(): string {
+  return randomBytes(16).toString('base64url');
+}
+
+function fill(template: string, values: Record<string, string>): string {
+  return template.replace(/\{(\w+)\}/g, (_, k: string) => encodeURIComponent(values[k] ?? ''));
+}
+
+/**
+ * The D1 client: opt out a card or a consumer, get an operation. Every request goes through the
+ * shared rate limiter and answers with a classified D1Answer; it never throws for a D1 error.
+ */
+export class D1Client {
+  readonly tokens: TokenProvider;
+  private readonly transport: Transport;
+
+  constructor(
+    private readonly cfg: Config['d1'],
+    private readonly limiter: RateLimiter,
+    private readonly clock: Clock = realClock,
+    concurrency = 8,
+  ) {
+    this.transport = new Transport(cfg.tls, concurrency + 2);
+    this.tokens = new TokenProvider(loadPrivateKey(cfg.privateKeyFile), cfg, this.transport, clock);
+  }
+
+  optOut(scope: Scope, id: string): Promise<D1Answer> {
+    const path = scope === 'CARD' ? this.cfg.paths.optOutCard : this.cfg.paths.optOutConsumer;
+    const url = this.cfg.baseUrl + fill(path, { issuerId: this.cfg.issuerId, cardId: id, consumerId: id });
+    return this.request('POST', url, '{}');
+  }
+
+  getOperation(scope: Scope, id: string, operationId: string): Promise<D1Answer> {
+    const path = scope === 'CARD' ? this.cfg.paths.cardOperation : this.cfg.paths.consumerOperation;
+    const url = this.cfg.baseUrl + fill(path, { issuerId: this.cfg.issuerId, cardId: id, consumerId: id, operationId });
+    return this.request('GET', url, undefined);
+  }
+
+  close(): void {
+    this.transport.close();
+  }
+
+  /** One logical request; a 401 gets one more try with a fresh token (the old one may have been revoked). */
+  private async request(method: 'GET' | 'POST', url: string, body: string | undefined): Promise<D1Answer> {
+    const first = await this.limiter.schedule(() => this.once(method, url, body));
+    if (first.answer.httpStatus !== 401 || first.token === null) return this.noteThrottle(first.answer);
+    this.tokens.invalidate(first.token);
+    const second = await this.limiter.schedule(() => this.once(method, url, body));
+    if (second.answer.httpStatus === 401) {
+      return { ...second.answer, class: 'fatal', error: 'D1 refused a freshly issued access token (HTTP 401 twice): check the issuer onboarding and scopes' };
+    }
+    return this.noteThrottle(second.answer);
+  }
+
+  private noteThrottle(a: D1Answer): D1Answer {
+    if (a.httpStatus === 429) this.limiter.onThrottled(a.retryAfterMs ?? 1000);
+    return a;
+  }
+
+  private async once(method: string, url: string, body: string | undefined): Promise<{ answer: D1Answer; token: string | null }> {
+    const cid = correlationId();
+    const startedAt = this.clock.now();
+    const base = { correlationId: cid, startedAt, operationId: null, operationStatus: null, errorCode: null, retryAfterMs: null };
+    let token: string;
+    try {
+      token = await this.tokens.get();
+    } catch (err) {
+      const e = err instanceof TokenError ? err : new TokenError(false, 0, `token request failed: ${(err as Error).message}`);
+      return {
+        answer: { ...base, class: e.fatal ? 'fatal' : 'retryable', httpStatus: 0, error: e.message, endedAt: this.clock.now() },
+        token: null,
+      };
+    }
+    const res = await this.transport.send(
+      url,
+      {
+        method,
+        headers: {
+          authorization: `Bearer ${token}`,
+          'x-correlation-id': cid,
+          accept: 'application/json',
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        },
+        body,
+      },
+      this.cfg.timeoutMs,
+    );
+    const endedAt = this.clock.now();
+    if ('error' in res) {
+      return { answer: { ...base, class: 'retryable', httpStatus: 0, error: res.error, endedAt }, token };
+    }
+    const c = classifyResponse(res, this.cfg.alreadyOptedOutErrorCodes);
+    return { answer: { ...base, ...c, httpStatus: res.status, endedAt }, token };
+  }
+}

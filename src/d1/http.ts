@@ -1,0 +1,75 @@
+import http from 'node:http';
+import https from 'node:https';
+import { readFileSync } from 'node:fs';
+import fetch, { type RequestInit } from 'node-fetch';
+import { UsageError } from '../errors.js';
+import type { TlsConfig } from '../types.js';
+
+export interface WireResponse {
+  status: number;
+  headers: { get(name: string): string | null };
+  body: string;
+}
+
+/** No HTTP answer: the socket failed or the client timed out. */
+export interface WireFailure {
+  status: 0;
+  error: string;
+}
+
+function readTlsFile(key: string, path: string | undefined): Buffer | undefined {
+  if (!path) return undefined;
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new UsageError(`config key d1.tls.${key}: ${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}
+
+/**
+ * One keep-alive agent per protocol, shared by every request of the run. The https agent carries
+ * the mTLS client certificate; certificate verification is never switched off.
+ */
+export class Transport {
+  private readonly httpAgent: http.Agent;
+  private readonly httpsAgent: https.Agent;
+
+  constructor(tls: TlsConfig, maxSockets: number) {
+    this.httpAgent = new http.Agent({ keepAlive: true, maxSockets });
+    this.httpsAgent = new https.Agent({
+      keepAlive: true,
+      maxSockets,
+      cert: readTlsFile('certFile', tls.certFile),
+      key: readTlsFile('keyFile', tls.keyFile),
+      ca: readTlsFile('caFile', tls.caFile),
+      passphrase: process.env['D1_TLS_KEY_PASSPHRASE'],
+      rejectUnauthorized: true,
+    });
+  }
+
+  async send(url: string, init: RequestInit, timeoutMs: number): Promise<WireResponse | WireFailure> {
+    const agent = url.startsWith('https:') ? this.httpsAgent : this.httpAgent;
+    try {
+      const res = await fetch(url, { ...init, agent, signal: AbortSignal.timeout(timeoutMs) });
+      const body = await res.text();
+      return { status: res.status, headers: res.headers, body };
+    } catch (err) {
+      return { status: 0, error: describeNetworkError(err, timeoutMs) };
+    }
+  }
+
+  close(): void {
+    this.httpAgent.destroy();
+    this.httpsAgent.destroy();
+  }
+}
+
+function describeNetworkError(err: unknown, timeoutMs: number): string {
+  const e = err as { name?: string; code?: string; errno?: string; message?: string; type?: string };
+  if (e.name === 'AbortError' || e.name === 'TimeoutError' || e.type === 'aborted') {
+    return `no answer within ${timeoutMs} ms (client timeout)`;
+  }
+  const code = e.code ?? e.errno;
+  if (code) return `network error ${code}`;
+  return `network error: ${(e.message ?? 'unknown').slice(0, 120)}`;
+}

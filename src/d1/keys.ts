@@ -1,0 +1,31 @@
+import { createPrivateKey, type KeyObject } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
+import { UsageError } from '../errors.js';
+
+/**
+ * Loads the ES256 private key that signs the client assertion. Like ssh, refuses a key file that
+ * group or others can read: whoever reads it can remove cards from Click to Pay.
+ */
+export function loadPrivateKey(path: string): KeyObject {
+  let mode: number;
+  try {
+    mode = statSync(path).mode;
+  } catch (err) {
+    throw new UsageError(`config key d1.privateKeyFile: ${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  if ((mode & 0o077) !== 0) {
+    throw new UsageError(
+      `config key d1.privateKeyFile: ${path} is readable by group or others (mode ${(mode & 0o777).toString(8)}); run chmod 600 on it`,
+    );
+  }
+  let key: KeyObject;
+  try {
+    key = createPrivateKey({ key: readFileSync(path), passphrase: process.env['D1_PRIVATE_KEY_PASSPHRASE'] });
+  } catch {
+    throw new UsageError(`config key d1.privateKeyFile: ${path} is not a readable PEM private key (wrong passphrase?)`);
+  }
+  if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
+    throw new UsageError(`config key d1.privateKeyFile: ${path} must be an EC P-256 key (D1 accepts only ES256)`);
+  }
+  return key;
+}

@@ -1,0 +1,86 @@
+import type { BatchKind, BatchRecord, BatchStatus } from '../types.js';
+import { nowIso, type Db } from './db.js';
+
+interface BatchRow {
+  id: string;
+  kind: BatchKind;
+  parent_id: string | null;
+  started_at: string;
+  ended_at: string | null;
+  status: BatchStatus;
+  abort_reason: string | null;
+  stats: string;
+}
+
+export interface BatchInfo extends BatchRecord {
+  abortReason: string | null;
+  stats: Record<string, unknown>;
+}
+
+function toRecord(r: BatchRow): BatchInfo {
+  return {
+    id: r.id,
+    kind: r.kind,
+    parentId: r.parent_id,
+    startedAt: r.started_at,
+    endedAt: r.ended_at,
+    status: r.status,
+    abortReason: r.abort_reason,
+    stats: JSON.parse(r.stats) as Record<string, unknown>,
+  };
+}
+
+export class Batches {
+  private readonly insertStmt;
+  private readonly getStmt;
+  private readonly finishStmt;
+  private readonly statsStmt;
+  private readonly listStmt;
+  private readonly lastStmt;
+  private readonly runningStmt;
+
+  constructor(db: Db) {
+    this.insertStmt = db.prepare(
+      `INSERT INTO batches (id, kind, parent_id, started_at, status) VALUES (?, ?, ?, ?, 'RUNNING')`,
+    );
+    this.getStmt = db.prepare<[string], BatchRow>(`SELECT * FROM batches WHERE id = ?`);
+    this.finishStmt = db.prepare(
+      `UPDATE batches SET status = ?, ended_at = ?, abort_reason = ?, stats = ? WHERE id = ?`,
+    );
+    this.statsStmt = db.prepare(`UPDATE batches SET stats = ? WHERE id = ?`);
+    this.listStmt = db.prepare<[number], BatchRow>(`SELECT * FROM batches ORDER BY started_at DESC, rowid DESC LIMIT ?`);
+    this.lastStmt = db.prepare<[], BatchRow>(`SELECT * FROM batches ORDER BY started_at DESC, rowid DESC LIMIT 1`);
+    this.runningStmt = db.prepare<[], BatchRow>(`SELECT * FROM batches WHERE status = 'RUNNING' ORDER BY started_at`);
+  }
+
+  create(id: string, kind: BatchKind, parentId: string | null): void {
+    this.insertStmt.run(id, kind, parentId, nowIso());
+  }
+
+  get(id: string): BatchInfo | undefined {
+    const r = this.getStmt.get(id);
+    return r ? toRecord(r) : undefined;
+  }
+
+  last(): BatchInfo | undefined {
+    const r = this.lastStmt.get();
+    return r ? toRecord(r) : undefined;
+  }
+
+  list(limit: number): BatchInfo[] {
+    return this.listStmt.all(limit).map(toRecord);
+  }
+
+  /** Batches still marked RUNNING: with the lock held by us, these were left by a process that died. */
+  running(): BatchInfo[] {
+    return this.runningStmt.all().map(toRecord);
+  }
+
+  saveStats(id: string, stats: Record<string, unknown>): void {
+    this.statsStmt.run(JSON.stringify(stats), id);
+  }
+
+  finish(id: string, status: BatchStatus, abortReason: string | null, stats: Record<string, unknown>): void {
+    this.finishStmt.run(status, nowIso(), abortReason, JSON.stringify(stats), id);
+  }
+}

@@ -1,0 +1,80 @@
+import type { Db } from './db.js';
+
+interface Waiter {
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * Groups ledger writes into few transactions without letting a request leave before its
+ * SUBMITTING mark is on disk. `now()` writes are committed on the next turn of the event loop
+ * (together with whatever else is waiting) and their promise resolves after the commit;
+ * `soon()` writes (outcomes) wait for the next commit, at most `maxDelayMs` or `maxOps` away.
+ * A kill loses at most the `soon()` writes of one group: the bound the crash test asserts.
+ */
+export class GroupCommitter {
+  private ops: Array<() => void> = [];
+  private waiters: Waiter[] = [];
+  private immediate: NodeJS.Immediate | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private failure: unknown = null;
+  commits = 0;
+
+  constructor(
+    private readonly db: Db,
+    readonly maxDelayMs = 50,
+    readonly maxOps = 256,
+  ) {}
+
+  /** Queues a write and resolves once it is committed. */
+  now(op: () => void): Promise<void> {
+    this.check();
+    this.ops.push(op);
+    const p = new Promise<void>((resolve, reject) => this.waiters.push({ resolve, reject }));
+    this.immediate ??= setImmediate(() => this.flush());
+    return p;
+  }
+
+  /** Queues a write that nothing waits for. */
+  soon(op: () => void): void {
+    this.check();
+    this.ops.push(op);
+    if (this.ops.length >= this.maxOps) {
+      this.immediate ??= setImmediate(() => this.flush());
+    } else {
+      this.timer ??= setTimeout(() => this.flush(), this.maxDelayMs);
+    }
+  }
+
+  /** Commits everything queued, synchronously. Throws if the commit fails. */
+  flush(): void {
+    if (this.immediate) clearImmediate(this.immediate);
+    if (this.timer) clearTimeout(this.timer);
+    this.immediate = null;
+    this.timer = null;
+    const ops = this.ops;
+    const waiters = this.waiters;
+    this.ops = [];
+    this.waiters = [];
+    if (ops.length === 0) {
+      for (const w of waiters) w.resolve();
+      return;
+    }
+    try {
+      this.db.transaction(() => {
+        for (const op of ops) op();
+      })();
+      this.commits++;
+    } catch (err) {
+      // A ledger that cannot commit is the end of the run: nothing after this may rely on it.
+      this.failure = err;
+      for (const w of waiters) w.reject(err);
+      throw err;
+    }
+    for (const w of waiters) w.resolve();
+  }
+
+  private check(): void {
+    if (this.failure) throw this.failure;
+  }
+}

@@ -1,0 +1,78 @@
+import Database from 'better-sqlite3';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { MIGRATIONS } from './migrations.js';
+
+export type Db = Database.Database;
+
+export interface OpenOptions {
+  /** Read-only commands (status, show, report, dry runs) must not create or change the ledger. */
+  readonly?: boolean;
+}
+
+/** Opens (creating when allowed) the ledger file, private to its user, migrated to the latest version. */
+export function openDb(path: string, opts: OpenOptions = {}): Db {
+  if (opts.readonly) {
+    if (!existsSync(path)) throw new Error(`ledger ${path} does not exist yet: no batch has run against it`);
+    const db = new Database(path, { readonly: true, fileMustExist: true });
+    db.pragma('busy_timeout = 5000');
+    const version = db.pragma('user_version', { simple: true }) as number;
+    if (version !== MIGRATIONS.length) {
+      db.close();
+      throw new Error(`ledger ${path} is at schema version ${version}, this build expects ${MIGRATIONS.length}; run the job once to migrate it`);
+    }
+    return db;
+  }
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  if (!existsSync(path)) closeSync(openSync(path, 'a', 0o600));
+  const db = new Database(path);
+  // WAL lets status/show read while a run writes; FULL makes every commit durable, because a lost
+  // success is a card opted out twice and a lost attempt is an audit question nobody can answer.
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = FULL');
+  db.pragma('foreign_keys = ON');
+  db.pragma('busy_timeout = 5000');
+  for (const suffix of ['-wal', '-shm']) {
+    if (existsSync(path + suffix)) chmodSync(path + suffix, 0o600);
+  }
+  migrate(db);
+  return db;
+}
+
+/**
+ * An in-memory copy of the ledger (or an empty one) for `--dry-run`: the real pipeline plans
+ * against it, and the file on disk is never written.
+ */
+export function openCopy(path: string): Db {
+  let db: Db;
+  if (existsSync(path)) {
+    const src = new Database(path, { readonly: true, fileMustExist: true });
+    try {
+      db = new Database(src.serialize());
+    } finally {
+      src.close();
+    }
+  } else {
+    db = new Database(':memory:');
+  }
+  migrate(db);
+  return db;
+}
+
+function migrate(db: Db): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (version > MIGRATIONS.length) {
+    throw new Error(`ledger schema version ${version} is newer than this build knows (${MIGRATIONS.length}); use a newer d1-optout`);
+  }
+  for (let v = version; v < MIGRATIONS.length; v++) {
+    const sql = MIGRATIONS[v]!;
+    db.transaction(() => {
+      db.exec(sql);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+}
+
+export function nowIso(): string {
+  return new Date().toISOString();
+}

@@ -1,0 +1,56 @@
+import { Attempts } from './attempts.js';
+import { Batches } from './batches.js';
+import { GroupCommitter } from './committer.js';
+import { openCopy, openDb, type Db, type OpenOptions } from './db.js';
+import { Files } from './files.js';
+import { Items } from './items.js';
+import { LedgerLock } from './lock.js';
+import { Targets } from './targets.js';
+
+export type { BatchInfo } from './batches.js';
+export type { ItemHistory, RejectLine } from './items.js';
+export { GroupCommitter } from './committer.js';
+
+/** The SQLite ledger: the single source of truth, one module per concern. */
+export class Ledger {
+  readonly batches: Batches;
+  readonly files: Files;
+  readonly targets: Targets;
+  readonly items: Items;
+  readonly attempts: Attempts;
+  readonly committer: GroupCommitter;
+
+  private constructor(
+    readonly db: Db,
+    readonly path: string,
+  ) {
+    this.batches = new Batches(db);
+    this.files = new Files(db);
+    this.targets = new Targets(db);
+    this.items = new Items(db);
+    this.attempts = new Attempts(db);
+    this.committer = new GroupCommitter(db);
+  }
+
+  static open(path: string, opts: OpenOptions = {}): Ledger {
+    return new Ledger(openDb(path, opts), path);
+  }
+
+  /** A throw-away in-memory copy, for dry runs. */
+  static copyOf(path: string): Ledger {
+    return new Ledger(openCopy(path), `${path} (in-memory copy)`);
+  }
+
+  lock(staleAfterSec: number): LedgerLock {
+    return new LedgerLock(this.db, staleAfterSec);
+  }
+
+  /** Runs `fn` in one synchronous transaction (no await inside: better-sqlite3 forbids it, and so do we). */
+  tx<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}

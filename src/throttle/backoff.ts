@@ -1,0 +1,28 @@
+/**
+ * Exponential backoff with full jitter (a random wait between 0 and the exponential cap), so
+ * retries of many targets after one outage do not arrive together. D1's Retry-After, when given,
+ * is a floor.
+ */
+export function backoffMs(
+  attempt: number,
+  baseMs: number,
+  maxMs: number,
+  retryAfterMs: number | null,
+  random: () => number = Math.random,
+): number {
+  const cap = Math.min(maxMs, baseMs * 2 ** Math.max(0, attempt - 1));
+  return Math.max(retryAfterMs ?? 0, Math.floor(random() * cap));
+}
+
+/**
+ * Reads a Retry-After header: delta seconds or an HTTP date (RFC 9110 §10.2.3). A missing or
+ * unreadable value means one second; a date in the past means no wait.
+ */
+export function parseRetryAfter(value: string | null | undefined, nowMs: number = Date.now()): number {
+  if (value == null || value.trim() === '') return 1000;
+  const v = value.trim();
+  if (/^\d+$/.test(v)) return Number(v) * 1000;
+  const at = Date.parse(v);
+  if (Number.isNaN(at)) return 1000;
+  return Math.max(0, at - nowMs);
+}

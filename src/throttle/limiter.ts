@@ -1,0 +1,133 @@
+import pLimit, { type LimitFunction } from 'p-limit';
+import { realClock, type Clock } from './clock.js';
+
+export interface LimiterOptions {
+  requestsPerSecond: number;
+  concurrency: number;
+  clock?: Clock;
+  /**
+   * Extra milliseconds added to the one-second window. Requests leave on time but arrive with a few
+   * milliseconds of jitter, so a sender that fills the window exactly is seen over quota by D1.
+   */
+  guardMs?: number;
+  /** How long without a 429 before the rate climbs again, and by how much of the configured rate per step. */
+  recoverAfterMs?: number;
+  increaseFraction?: number;
+}
+
+export interface LimiterStats {
+  started: number;
+  http429: number;
+  throttledMs: number;
+  lowestRps: number;
+  currentRps: number;
+}
+
+/**
+ * The one gate every D1 request passes: opt-outs, retries and Get Operation polls alike.
+ * Guarantees that in any sliding one-second window at most `requestsPerSecond` requests start
+ * (an exact log of start times, not an approximation), and at most `concurrency` are in flight.
+ * On 429 it pauses everything for Retry-After and halves its rate; after a quiet period it climbs
+ * back towards the configured rate step by step (AIMD).
+ */
+export class RateLimiter {
+  private readonly inFlight: LimitFunction;
+  private readonly clock: Clock;
+  private readonly guardMs: number;
+  private readonly recoverAfterMs: number;
+  private readonly increaseStep: number;
+  private readonly maxRps: number;
+  private rps: number;
+  /** Start times of the most recent requests, oldest first, at most ceil(maxRps) of them. */
+  private readonly starts: number[] = [];
+  private pausedUntil = 0;
+  private last429 = -Infinity;
+  private lastIncrease = 0;
+  private queue: Promise<void> = Promise.resolve();
+  private readonly s: LimiterStats;
+
+  constructor(opts: LimiterOptions) {
+    this.clock = opts.clock ?? realClock;
+    this.inFlight = pLimit(opts.concurrency);
+    this.maxRps = opts.requestsPerSecond;
+    this.rps = opts.requestsPerSecond;
+    this.guardMs = opts.guardMs ?? 15;
+    this.recoverAfterMs = opts.recoverAfterMs ?? 2000;
+    this.increaseStep = Math.max(0.5, opts.requestsPerSecond * (opts.increaseFraction ?? 0.05));
+    this.s = { started: 0, http429: 0, throttledMs: 0, lowestRps: this.rps, currentRps: this.rps };
+  }
+
+  /** Runs `fn` (one HTTP request) once both a concurrency slot and a start slot are free. */
+  schedule<T>(fn: () => Promise<T>): Promise<T> {
+    return this.inFlight(async () => {
+      await this.takeStartSlot();
+      return fn();
+    });
+  }
+
+  /** D1 said 429: stop everyone for `retryAfterMs` and slow down. */
+  onThrottled(retryAfterMs: number): void {
+    const now = this.clock.now();
+    this.s.http429++;
+    const until = now + retryAfterMs;
+    if (until > this.pausedUntil) {
+      this.s.throttledMs += Math.max(0, until - Math.max(now, this.pausedUntil));
+      this.pausedUntil = until;
+    }
+    // One cut per burst of 429s: the requests already in flight when the first came back were
+    // sent at the old rate and say nothing new.
+    if (now - this.last429 > 1000) {
+      this.rps = Math.max(1, this.rps / 2);
+      this.s.lowestRps = Math.min(this.s.lowestRps, this.rps);
+    }
+    this.last429 = now;
+    this.lastIncrease = now;
+  }
+
+  stats(): LimiterStats {
+    return { ...this.s, currentRps: this.rps };
+  }
+
+  private takeStartSlot(): Promise<void> {
+    // Slots are handed out strictly in arrival order, one at a time.
+    const turn = this.queue.then(() => this.waitForSlot());
+    this.queue = turn.catch(() => undefined);
+    return turn;
+  }
+
+  private async waitForSlot(): Promise<void> {
+    for (;;) {
+      const now = this.clock.now();
+      this.maybeIncrease(now);
+      const wait = this.nextStartAt(now) - now;
+      if (wait <= 0) {
+        this.starts.push(now);
+        const keep = Math.ceil(this.maxRps);
+        if (this.starts.length > keep) this.starts.splice(0, this.starts.length - keep);
+        this.s.started++;
+        return;
+      }
+      await this.clock.sleep(wait);
+    }
+  }
+
+  /** The earliest instant a new request may start without breaking any guarantee. */
+  private nextStartAt(now: number): number {
+    let at = Math.max(now, this.pausedUntil);
+    const n = this.starts.length;
+    if (n > 0) {
+      // Even spacing keeps arrivals smooth; the window check makes the bound exact.
+      at = Math.max(at, this.starts[n - 1]! + 1000 / this.rps);
+      const allowed = Math.max(1, Math.floor(this.rps));
+      if (n >= allowed) at = Math.max(at, this.starts[n - allowed]! + 1000 + this.guardMs);
+    }
+    return at;
+  }
+
+  private maybeIncrease(now: number): void {
+    if (this.rps >= this.maxRps) return;
+    if (now - this.last429 < this.recoverAfterMs || now - this.lastIncrease < 1000) return;
+    this.rps = Math.min(this.maxRps, this.rps + this.increaseStep);
+    this.lastIncrease = now;
+  }
+}
