@@ -1,0 +1,31 @@
+// Reading card files and validating their rows (DESIGN.md §7).
+
+export { containsCardNumber, findCardNumbers, luhnValid, maskCardNumbers } from './pan.js';
+export {
+  DELIMITERS,
+  KNOWN_COLUMNS,
+  delimiterName,
+  detectDelimiter,
+  matchColumn,
+  matchHeader,
+  normalizeColumnName,
+  type Delimiter,
+  type DelimiterOption,
+  type HeaderMap,
+  type KnownColumn,
+} from './header.js';
+export { PAN_REJECT, isBlankRecord, isIsoDateTime, makeRowContext, validateRow, type RowContext } from './validate.js';
+export {
+  DEFAULT_BATCH_SIZE,
+  HEAD_BYTES,
+  MAX_RAW_LENGTH,
+  MAX_RECORD_SIZE,
+  fileSha256,
+  inspectCardFile,
+  rawForReject,
+  readCardFile,
+  type CardFileEntry,
+  type CardFileInfo,
+  type InspectOptions,
+  type ReadOptions,
+} from './read.js';
