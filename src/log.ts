@@ -93,6 +93,14 @@ export function createLogger(opts: LoggerOptions): Logger {
   });
 }
 
+/** Writes to the log file only: for lines the command has already told the operator on stderr. */
+export function logToFileOnly(logger: Logger, level: 'error' | 'warn', message: string, meta: Record<string, unknown>): void {
+  const consoles = logger.transports.filter((t) => t instanceof winston.transports.Console);
+  for (const c of consoles) c.silent = true;
+  logger.log(level, message, meta);
+  for (const c of consoles) c.silent = false;
+}
+
 /** Ends the logger and waits until every line is on disk, so an exit never loses the last words. */
 export async function closeLogger(logger: Logger): Promise<void> {
   const done = logger.transports.map(

@@ -38,16 +38,20 @@ export class D1Client {
     this.tokens = new TokenProvider(loadPrivateKey(cfg.privateKeyFile), cfg, this.transport, clock);
   }
 
-  optOut(scope: Scope, id: string): Promise<D1Answer> {
+  /**
+   * `cancelled` is asked when the request's turn comes: a run that is stopping sends nothing more,
+   * and gets null for a request that never left.
+   */
+  optOut(scope: Scope, id: string, cancelled?: () => boolean): Promise<D1Answer | null> {
     const path = scope === 'CARD' ? this.cfg.paths.optOutCard : this.cfg.paths.optOutConsumer;
     const url = this.cfg.baseUrl + fill(path, { issuerId: this.cfg.issuerId, cardId: id, consumerId: id });
-    return this.request('POST', url, '{}');
+    return this.request('POST', url, '{}', cancelled);
   }
 
-  getOperation(scope: Scope, id: string, operationId: string): Promise<D1Answer> {
+  getOperation(scope: Scope, id: string, operationId: string, cancelled?: () => boolean): Promise<D1Answer | null> {
     const path = scope === 'CARD' ? this.cfg.paths.cardOperation : this.cfg.paths.consumerOperation;
     const url = this.cfg.baseUrl + fill(path, { issuerId: this.cfg.issuerId, cardId: id, consumerId: id, operationId });
-    return this.request('GET', url, undefined);
+    return this.request('GET', url, undefined, cancelled);
   }
 
   close(): void {
@@ -55,11 +59,14 @@ export class D1Client {
   }
 
   /** One logical request; a 401 gets one more try with a fresh token (the old one may have been revoked). */
-  private async request(method: 'GET' | 'POST', url: string, body: string | undefined): Promise<D1Answer> {
-    const first = await this.limiter.schedule(() => this.once(method, url, body));
+  private async request(method: 'GET' | 'POST', url: string, body: string | undefined, cancelled?: () => boolean): Promise<D1Answer | null> {
+    const send = () => this.limiter.schedule(() => (cancelled?.() ? Promise.resolve(null) : this.once(method, url, body)));
+    const first = await send();
+    if (!first) return null;
     if (first.answer.httpStatus !== 401 || first.token === null) return this.noteThrottle(first.answer);
     this.tokens.invalidate(first.token);
-    const second = await this.limiter.schedule(() => this.once(method, url, body));
+    const second = await send();
+    if (!second) return this.noteThrottle(first.answer);
     if (second.answer.httpStatus === 401) {
       return { ...second.answer, class: 'fatal', error: 'D1 refused a freshly issued access token (HTTP 401 twice): check the issuer onboarding and scopes' };
     }

@@ -48,7 +48,12 @@ export function openCopy(path: string): Db {
   if (existsSync(path)) {
     const src = new Database(path, { readonly: true, fileMustExist: true });
     try {
-      db = new Database(src.serialize());
+      const image = src.serialize();
+      // The image still says "WAL" in its header (bytes 18-19), which an in-memory database
+      // cannot be; mark it as a rollback-journal database.
+      image[18] = 1;
+      image[19] = 1;
+      db = new Database(image);
     } finally {
       src.close();
     }

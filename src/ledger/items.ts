@@ -145,7 +145,9 @@ export class Items {
               t.operation_id,
               CASE WHEN called THEN la.http_status END AS http_status,
               CASE WHEN called THEN la.error_code END AS error_code,
-              CASE WHEN called THEN coalesce(la.error, CASE WHEN t.state <> 'OPTED_OUT' THEN t.last_error END) END AS error,
+              -- While the target is still in the state this line reports, its note (e.g. "gave up after N
+              -- attempts") says more than the last raw answer.
+              CASE WHEN called THEN CASE WHEN t.state = coalesce(i.outcome, ${OUTCOME_SQL}) THEN coalesce(t.last_error, la.error) ELSE la.error END END AS error,
               CASE WHEN called THEN (SELECT count(*) FROM attempts a WHERE a.batch_id = i.batch_id AND a.target_pk = t.pk AND a.kind = 'OPT_OUT') ELSE 0 END AS attempts,
               CASE WHEN called THEN la.correlation_id END AS correlation_id,
               CASE i.origin WHEN 'ROW' THEN bi.path ELSE 'carry-over:' || coalesce(i.from_batch_id, '') END AS source_file,

@@ -69,7 +69,7 @@ export class Targets {
               last_http_status = ?, last_error_code = ?, last_error = ?, updated_at = ?
         WHERE pk = ?`,
     );
-    this.setStateStmt = db.prepare(`UPDATE targets SET state = ?, last_error = ?, updated_at = ? WHERE pk = ?`);
+    this.setStateStmt = db.prepare(`UPDATE targets SET state = ?, last_error = coalesce(?, last_error), updated_at = ? WHERE pk = ?`);
     this.coverStmt = db.prepare(
       `UPDATE targets SET state = 'OPTED_OUT', last_error = ?, updated_at = ?
         WHERE scope = 'CARD' AND consumer_id = ? AND state IN ('QUEUED', 'FAILED_RETRYABLE', 'SUBMITTING')`,
@@ -117,6 +117,7 @@ export class Targets {
     );
   }
 
+  /** Sets the state; a null note keeps the target's last note. */
   setState(pk: number, state: TargetState, note: string | null): void {
     this.setStateStmt.run(state, note, nowIso(), pk);
   }

@@ -22,6 +22,9 @@ export function parseRetryAfter(value: string | null | undefined, nowMs: number 
   if (value == null || value.trim() === '') return 1000;
   const v = value.trim();
   if (/^\d+$/.test(v)) return Number(v) * 1000;
+  // An HTTP date starts with a day name; anything else numeric-looking ("-3", "1.5") is garbage,
+  // though Date.parse would happily read it as a year.
+  if (!/^[A-Za-z]/.test(v)) return 1000;
   const at = Date.parse(v);
   if (Number.isNaN(at)) return 1000;
   return Math.max(0, at - nowMs);

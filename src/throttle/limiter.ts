@@ -126,7 +126,9 @@ export class RateLimiter {
 
   private maybeIncrease(now: number): void {
     if (this.rps >= this.maxRps) return;
-    if (now - this.last429 < this.recoverAfterMs || now - this.lastIncrease < 1000) return;
+    // Quiet is measured from the end of the pause: sleeping through Retry-After is not recovery.
+    const quietSince = Math.max(this.last429, this.pausedUntil);
+    if (now - quietSince < this.recoverAfterMs || now - this.lastIncrease < 1000) return;
     this.rps = Math.min(this.maxRps, this.rps + this.increaseStep);
     this.lastIncrease = now;
   }

@@ -1,0 +1,26 @@
+import type { BatchContext } from './context.js';
+import { finishBatch, type BatchResult } from './finish.js';
+import { pollPending } from './poll.js';
+import { submitScope } from './submit.js';
+
+/**
+ * The D1 half of a batch, shared by run and rerun: consumers first (an opted-out consumer takes
+ * its cards along, DESIGN.md §3 rule 3), then the cards still needed, then the pending polls.
+ */
+export async function executeBatch(ctx: BatchContext): Promise<BatchResult> {
+  const { ledger, batchId, log } = ctx;
+  try {
+    await submitScope(ctx, 'CONSUMER');
+    const covered = ledger.tx(() => ledger.items.coverCardsInBatch(batchId));
+    if (covered > 0) log.info(`${covered} card row(s) covered by a consumer opted out in this batch; not called`);
+    await submitScope(ctx, 'CARD');
+    await pollPending(ctx, ctx.config.pending.maxWaitMs);
+  } catch (err) {
+    // The ledger holds every committed step; record the abort and let the next run resume.
+    ctx.stop.stop(`internal error: ${(err as Error).message}`);
+    log.error('batch stopped by an internal error', { error: err });
+  }
+  const lim = ctx.limiter.stats();
+  const stats = { throttledMs: lim.throttledMs, lowestRps: lim.lowestRps, tokenRequests: ctx.client.tokens.requests, commits: ledger.committer.commits };
+  return finishBatch(ledger, batchId, ctx.config.reportsDir, ctx.stop.reason, stats);
+}

@@ -1,0 +1,38 @@
+import { EXIT, type ExitCode } from '../errors.js';
+import type { Ledger } from '../ledger/index.js';
+import { buildSummary, hasFailures } from '../report/summary.js';
+import { writeReport } from '../report/write.js';
+import type { BatchStatus, BatchSummary } from '../types.js';
+
+export interface BatchResult {
+  summary: BatchSummary;
+  exitCode: ExitCode;
+}
+
+export function exitCodeFor(s: BatchSummary): ExitCode {
+  if (s.status === 'ABORTED') return EXIT.ABORTED;
+  return hasFailures(s) ? EXIT.FAILURES : EXIT.OK;
+}
+
+/**
+ * Closes a batch: fixes every item's outcome, sets the status, then writes the report from the
+ * ledger. `abortReason` null means the batch ran to its end.
+ */
+export async function finishBatch(
+  ledger: Ledger,
+  batchId: string,
+  reportsDir: string,
+  abortReason: string | null,
+  stats: Record<string, unknown>,
+): Promise<BatchResult> {
+  ledger.committer.flush();
+  ledger.tx(() => {
+    ledger.items.freezeOutcomes(batchId);
+    const draft = buildSummary(ledger, batchId, reportsDir);
+    const status: BatchStatus = abortReason ? 'ABORTED' : hasFailures(draft) ? 'COMPLETED_WITH_FAILURES' : 'COMPLETED';
+    ledger.batches.finish(batchId, status, abortReason, stats);
+  });
+  const summary = buildSummary(ledger, batchId, reportsDir);
+  await writeReport(ledger, summary);
+  return { summary, exitCode: exitCodeFor(summary) };
+}

@@ -1,0 +1,162 @@
+import { mkdirSync, readdirSync, renameSync, existsSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { inspectCardFile } from '../cards/index.js';
+import { UsageError } from '../errors.js';
+import { Ledger } from '../ledger/index.js';
+import type { Logger } from '../log.js';
+import { buildSummary } from '../report/summary.js';
+import type { BatchSummary, Config, InputSummary } from '../types.js';
+import { newBatchId } from './batch-id.js';
+import { executeBatch } from './execute.js';
+import type { BatchResult } from './finish.js';
+import { ingestFiles } from './ingest.js';
+import { planBatch, type CarrySource } from './plan.js';
+import { openSession } from './session.js';
+import type { StopSignal } from './stop.js';
+
+export interface RunOptions {
+  files: string[];
+  /** Inbox mode: read every card file in `inbox`, move each to `archive` once its rows are committed. */
+  inbox: { dir: string; archive: string } | null;
+  dryRun: boolean;
+  force: boolean;
+  carryOver: boolean;
+}
+
+export interface DryRunResult {
+  dryRun: true;
+  summary: BatchSummary;
+}
+
+const CARD_FILE = /\.csv(\.gz)?$/i;
+
+function inboxFiles(dir: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch (err) {
+    throw new UsageError(`inbox ${dir} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  return names.filter((n) => CARD_FILE.test(n)).sort().map((n) => join(dir, n));
+}
+
+function archiveFile(path: string, archive: string, batchId: string): void {
+  mkdirSync(archive, { recursive: true, mode: 0o700 });
+  let dest = join(archive, basename(path));
+  if (existsSync(dest)) dest = join(archive, `${basename(path)}.${batchId}`);
+  renameSync(path, dest);
+}
+
+function uniqueBatchId(ledger: Ledger): string {
+  for (;;) {
+    const id = newBatchId();
+    if (!ledger.batches.get(id)) return id;
+  }
+}
+
+/** Ingest and plan into `ledger`; shared by the real run and the dry run (which plans on a copy). */
+async function ingestAndPlan(
+  ledger: Ledger,
+  batchId: string,
+  files: string[],
+  config: Config,
+  log: Logger,
+  opts: { force: boolean; carry: CarrySource; onFileDone?: (path: string, input: InputSummary) => void },
+): Promise<void> {
+  ledger.batches.create(batchId, 'run', null);
+  await ingestFiles(ledger, batchId, files, config, log, { force: opts.force, onFileDone: opts.onFileDone });
+  const { carriedOver } = planBatch(ledger, batchId, opts.carry);
+  if (carriedOver > 0) log.info(`${carriedOver} target(s) carried over from earlier batches`);
+}
+
+/**
+ * `d1-optout run`: files → rows → ledger → plan → D1 → ledger → report. Every input file is
+ * checked before anything is written, so an unreadable file means nothing was done (exit 2).
+ */
+export async function runBatch(config: Config, opts: RunOptions, log: Logger, stop: StopSignal): Promise<BatchResult | DryRunResult> {
+  const files = opts.inbox ? inboxFiles(opts.inbox.dir) : opts.files;
+  for (const f of files) await inspectCardFile(f, { delimiter: config.input.delimiter });
+  const carry: CarrySource = opts.carryOver ? { kind: 'all' } : { kind: 'none' };
+
+  if (opts.dryRun) {
+    const copy = Ledger.copyOf(config.ledger);
+    try {
+      const batchId = uniqueBatchId(copy);
+      await ingestAndPlan(copy, batchId, files, config, log, { force: opts.force, carry });
+      return { dryRun: true, summary: buildSummary(copy, batchId, config.reportsDir) };
+    } finally {
+      copy.close();
+    }
+  }
+
+  const session = await openSession(config, 'run', log, stop);
+  try {
+    const batchId = uniqueBatchId(session.ledger);
+    const batchLog = log.child({ batchId });
+    batchLog.info(`batch ${batchId} started with ${files.length} input file(s)`);
+    const inbox = opts.inbox;
+    await ingestAndPlan(session.ledger, batchId, files, config, batchLog, {
+      force: opts.force,
+      carry,
+      onFileDone: inbox ? (path) => archiveFile(path, inbox.archive, batchId) : undefined,
+    });
+    return await executeBatch(session.context(batchId, batchLog));
+  } finally {
+    session.close();
+  }
+}
+
+export interface RerunOptions {
+  batch: string | null;
+  last: boolean;
+  includePermanent: boolean;
+  dryRun: boolean;
+}
+
+/** `d1-optout rerun`: a new batch whose items are what a parent batch left undone. */
+export async function rerunBatch(config: Config, opts: RerunOptions, log: Logger, stop: StopSignal): Promise<BatchResult | DryRunResult> {
+  const pickParent = (ledger: Ledger): string => {
+    const parent = opts.last ? ledger.batches.list(20).find((b) => b.kind === 'run' || b.kind === 'rerun') : opts.batch ? ledger.batches.get(opts.batch) : undefined;
+    if (!parent) throw new UsageError(opts.last ? 'there is no batch to rerun yet' : `no batch ${opts.batch ?? ''} in the ledger (see d1-optout status)`);
+    return parent.id;
+  };
+  const plan = (ledger: Ledger, batchId: string, parentId: string): Set<number> => {
+    ledger.batches.create(batchId, 'rerun', parentId);
+    const permanentBefore = new Set(
+      opts.includePermanent
+        ? [...ledger.items.results(parentId)].flatMap((l) => {
+            const t = ledger.targets.get(l.scope, l.target_id);
+            return t && t.state === 'FAILED_PERMANENT' ? [t.pk] : [];
+          })
+        : [],
+    );
+    planBatch(ledger, batchId, { kind: 'parent', parentId, includePermanent: opts.includePermanent });
+    return permanentBefore;
+  };
+
+  if (opts.dryRun) {
+    const copy = Ledger.copyOf(config.ledger);
+    try {
+      const parentId = pickParent(copy);
+      const batchId = uniqueBatchId(copy);
+      plan(copy, batchId, parentId);
+      return { dryRun: true, summary: buildSummary(copy, batchId, config.reportsDir) };
+    } finally {
+      copy.close();
+    }
+  }
+
+  const session = await openSession(config, 'rerun', log, stop);
+  try {
+    const parentId = pickParent(session.ledger);
+    const batchId = uniqueBatchId(session.ledger);
+    const batchLog = log.child({ batchId });
+    const fresh = session.ledger.tx(() => plan(session.ledger, batchId, parentId));
+    batchLog.info(`rerun ${batchId} of batch ${parentId} started`);
+    const ctx = session.context(batchId, batchLog);
+    for (const pk of fresh) ctx.freshBudget.add(pk);
+    return await executeBatch(ctx);
+  } finally {
+    session.close();
+  }
+}

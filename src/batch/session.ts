@@ -1,0 +1,61 @@
+import { D1Client } from '../d1/client.js';
+import { Ledger } from '../ledger/index.js';
+import type { Logger } from '../log.js';
+import { RateLimiter } from '../throttle/limiter.js';
+import type { Config } from '../types.js';
+import type { BatchContext } from './context.js';
+import { recoverAbandoned } from './recover.js';
+import { CircuitBreaker, type StopSignal } from './stop.js';
+
+/** An open ledger with its lock held, and a D1 client ready to call: what run, rerun and poll start from. */
+export interface Session {
+  ledger: Ledger;
+  client: D1Client;
+  limiter: RateLimiter;
+  context(batchId: string, log: Logger): BatchContext;
+  close(): void;
+}
+
+/**
+ * Opens the ledger for writing and takes its lock (exit 3 if held), then closes batches a dead
+ * process left behind. The private key is loaded first: a bad key stops the job before it touches
+ * the ledger.
+ */
+export async function openSession(config: Config, command: string, log: Logger, stop: StopSignal): Promise<Session> {
+  const limiter = new RateLimiter({ requestsPerSecond: config.rate.requestsPerSecond, concurrency: config.rate.concurrency });
+  const client = new D1Client(config.d1, limiter, undefined, config.rate.concurrency);
+  let ledger: Ledger | null = null;
+  try {
+    ledger = Ledger.open(config.ledger);
+    const lock = ledger.lock(config.lock.staleAfterSec);
+    const warning = lock.acquire(command);
+    if (warning) log.warn(warning);
+    const open = ledger;
+    try {
+      await recoverAbandoned(open, config.reportsDir, log);
+    } catch (err) {
+      lock.release();
+      throw err;
+    }
+    const breaker = new CircuitBreaker(config.abort.maxConsecutiveFailures, stop);
+    return {
+      ledger: open,
+      client,
+      limiter,
+      context: (batchId, batchLog) => ({ batchId, config, ledger: open, client, limiter, log: batchLog, stop, breaker, freshBudget: new Set() }),
+      close: () => {
+        try {
+          open.committer.flush();
+        } finally {
+          lock.release();
+          open.close();
+          client.close();
+        }
+      },
+    };
+  } catch (err) {
+    ledger?.close();
+    client.close();
+    throw err;
+  }
+}

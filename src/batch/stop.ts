@@ -1,0 +1,57 @@
+/**
+ * The run's stop switch: a signal, a fatal D1 answer or the circuit breaker sets it, and every
+ * stage checks it before starting more work. Sleeps end early when it is set.
+ */
+export class StopSignal {
+  reason: string | null = null;
+  private readonly wakers = new Set<() => void>();
+
+  get stopped(): boolean {
+    return this.reason !== null;
+  }
+
+  stop(reason: string): void {
+    if (this.reason !== null) return;
+    this.reason = reason;
+    for (const wake of this.wakers) wake();
+    this.wakers.clear();
+  }
+
+  /** Waits `ms`, or less if the run is stopped meanwhile. */
+  sleep(ms: number): Promise<void> {
+    if (this.stopped || ms <= 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.wakers.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.wakers.add(done);
+    });
+  }
+}
+
+/**
+ * Trips after `limit` retryable failures in a row: D1 is down, and hammering it helps nobody.
+ * The rest of the batch stays NOT_ATTEMPTED for the next run.
+ */
+export class CircuitBreaker {
+  private consecutive = 0;
+
+  constructor(
+    private readonly limit: number,
+    private readonly stop: StopSignal,
+  ) {}
+
+  record(kind: 'ok' | 'failure', lastError: string | null): void {
+    if (kind === 'ok') {
+      this.consecutive = 0;
+      return;
+    }
+    this.consecutive++;
+    if (this.consecutive >= this.limit) {
+      this.stop.stop(`D1 looks unavailable: ${this.consecutive} retryable failures in a row (last: ${lastError ?? 'unknown'})`);
+    }
+  }
+}

@@ -1,0 +1,93 @@
+import { backoffMs } from '../throttle/backoff.js';
+import type { D1Answer, Scope, TargetRecord, TargetState } from '../types.js';
+import type { BatchContext } from './context.js';
+
+const PAGE = 500;
+
+/** The target state an opt-out answer leads to, given how many requests the target has had in all. */
+export function stateAfterAnswer(a: D1Answer, attemptsInAll: number, maxAcrossRuns: number, freshBudget: boolean): TargetState {
+  switch (a.class) {
+    case 'done':
+      return 'OPTED_OUT';
+    case 'pending':
+      return 'PENDING';
+    case 'permanent':
+      return 'FAILED_PERMANENT';
+    case 'fatal':
+      // Not the target's fault (authentication): it is tried again by the next run.
+      return 'FAILED_RETRYABLE';
+    case 'retryable':
+      return attemptsInAll >= maxAcrossRuns && !freshBudget ? 'FAILED_PERMANENT' : 'FAILED_RETRYABLE';
+  }
+}
+
+export function gaveUpNote(attempts: number): string {
+  return `gave up after ${attempts} attempts`;
+}
+
+/**
+ * Records an answer and its consequences in one group commit: the attempt row, the target's new
+ * state and, for a consumer opted out, the cards it took along.
+ */
+export function recordAnswer(ctx: BatchContext, t: TargetRecord, a: D1Answer, state: TargetState, sent: 0 | 1, note?: string): void {
+  const { ledger, batchId } = ctx;
+  ledger.committer.soon(() => {
+    ledger.attempts.record(batchId, t.pk, sent ? 'OPT_OUT' : 'GET_OPERATION', a);
+    ledger.targets.recordAnswer(t.pk, state, a, sent, note);
+    if (state === 'OPTED_OUT' && t.scope === 'CONSUMER') ledger.targets.coverCardsOf(t.targetId);
+  });
+  if (a.class === 'fatal') ctx.stop.stop(a.error ?? 'D1 refused our credentials');
+  else ctx.breaker.record(a.class === 'retryable' ? 'failure' : 'ok', a.error ?? (a.httpStatus ? `HTTP ${a.httpStatus}` : null));
+}
+
+/** Opts out one target: SUBMITTING on disk first, then the request, retried with backoff while it is worth it. */
+async function submitTarget(ctx: BatchContext, t: TargetRecord): Promise<void> {
+  const { rate } = ctx.config;
+  const fresh = ctx.freshBudget.has(t.pk);
+  let attemptsInAll = t.attempts;
+  for (let tries = 1; ; tries++) {
+    if (ctx.stop.stopped) return;
+    if (attemptsInAll >= rate.maxAttemptsAcrossRuns && !fresh) {
+      ctx.ledger.committer.soon(() => ctx.ledger.targets.setState(t.pk, 'FAILED_PERMANENT', gaveUpNote(attemptsInAll)));
+      return;
+    }
+    await ctx.ledger.committer.now(() => ctx.ledger.targets.markSubmitting(t.pk, ctx.batchId));
+    const a = await ctx.client.optOut(t.scope, t.targetId, () => ctx.stop.stopped);
+    if (!a) {
+      // The run stopped while this request waited for its turn: it never left, so nothing is in doubt.
+      ctx.ledger.committer.soon(() => ctx.ledger.targets.setState(t.pk, tries === 1 ? t.state : 'FAILED_RETRYABLE', null));
+      return;
+    }
+    attemptsInAll++;
+    const state = stateAfterAnswer(a, attemptsInAll, rate.maxAttemptsAcrossRuns, fresh);
+    const gaveUp = a.class === 'retryable' && state === 'FAILED_PERMANENT';
+    recordAnswer(ctx, t, a, state, 1, gaveUp ? `${gaveUpNote(attemptsInAll)}; last: ${a.error ?? `HTTP ${a.httpStatus}`}` : undefined);
+    ctx.log.debug('opt-out answer', { scope: t.scope, correlationId: a.correlationId, httpStatus: a.httpStatus, class: a.class, errorCode: a.errorCode });
+    if (a.class !== 'retryable' || gaveUp || tries >= rate.maxAttempts) return;
+    await ctx.stop.sleep(backoffMs(tries, rate.backoffBaseMs, rate.backoffMaxMs, a.retryAfterMs));
+  }
+}
+
+/**
+ * Submits every target of one scope that this batch still has to call, `concurrency × 2` at a time
+ * (the limiter decides when each request leaves; the extra workers cover those sleeping in backoff).
+ * Targets are read from the ledger page by page, so memory does not grow with the batch.
+ */
+export async function submitScope(ctx: BatchContext, scope: Scope): Promise<void> {
+  let cursor = 0;
+  let page: TargetRecord[] = [];
+  const next = (): TargetRecord | undefined => {
+    if (ctx.stop.stopped) return undefined;
+    if (page.length === 0) {
+      page = ctx.ledger.targets.work(ctx.batchId, scope, cursor, PAGE);
+      const last = page[page.length - 1];
+      if (last) cursor = last.pk;
+    }
+    return page.shift();
+  };
+  const workers = Array.from({ length: ctx.config.rate.concurrency * 2 }, async () => {
+    for (let t = next(); t; t = next()) await submitTarget(ctx, t);
+  });
+  await Promise.all(workers);
+  ctx.ledger.committer.flush();
+}

@@ -1,0 +1,33 @@
+import yargs from 'yargs';
+import { EXIT } from '../errors.js';
+import { pollModule } from './poll.js';
+import { reportModule } from './report.js';
+import { rerunModule } from './rerun.js';
+import { runModule } from './run.js';
+import { showModule } from './show.js';
+import { simModule } from './sim.js';
+import { statusModule } from './status.js';
+
+/** The whole command line; `argv` without node and script (jobs/ call it with their own words). */
+export async function cli(argv: string[]): Promise<void> {
+  await yargs(argv)
+    .scriptName('d1-optout')
+    .usage('$0 <command> [options]\n\nOpts closed and fraud-flagged cards out of Click to Pay through the Thales D1 API.')
+    .command(runModule)
+    .command(rerunModule)
+    .command(pollModule)
+    .command(statusModule)
+    .command(showModule)
+    .command(reportModule)
+    .command(simModule)
+    .demandCommand(1, 'name a command: run, rerun, poll, status, show, report or sim')
+    .strict()
+    .epilogue('Exit codes: 0 completed, 1 completed with failures, 2 usage/config/input error, 3 ledger locked, 4 aborted (resume with run or rerun).')
+    .fail((msg, err) => {
+      process.stderr.write(`d1-optout: ${msg ?? err?.message ?? 'usage error'}\nRun d1-optout --help for usage.\n`);
+      process.exit(EXIT.USAGE);
+    })
+    .help()
+    .version()
+    .parseAsync();
+}

@@ -1,0 +1,34 @@
+import type { CommandModule } from 'yargs';
+import { EXIT, UsageError } from '../errors.js';
+import { buildSummary } from '../report/summary.js';
+import { writeReport } from '../report/write.js';
+import { openReadonly } from './status.js';
+import { configOption, runCommand, type CommonArgs } from './shared.js';
+
+interface Args extends CommonArgs {
+  batch: string;
+  out?: string;
+}
+
+export const reportModule: CommandModule<object, Args> = {
+  command: 'report',
+  describe: "write a batch's report files again from the ledger",
+  builder: (y) =>
+    y.options({
+      ...configOption,
+      batch: { type: 'string', demandOption: true, describe: 'the batch to report' },
+      out: { type: 'string', describe: 'write into this folder instead of the configured reportsDir' },
+    }) as never,
+  handler: (args) =>
+    runCommand(args, { writesLog: false }, async ({ config }) => {
+      const ledger = openReadonly(config.ledger);
+      try {
+        if (!ledger.batches.get(args.batch)) throw new UsageError(`no batch ${args.batch} in the ledger`);
+        const dir = await writeReport(ledger, buildSummary(ledger, args.batch, args.out ?? config.reportsDir));
+        process.stdout.write(`Report written to ${dir}/\n`);
+        return EXIT.OK;
+      } finally {
+        ledger.close();
+      }
+    }),
+};

@@ -1,0 +1,43 @@
+import type { CommandModule } from 'yargs';
+import { rerunBatch } from '../batch/run.js';
+import { EXIT } from '../errors.js';
+import { formatSummary } from '../report/terminal.js';
+import { configOption, jsonOption, runCommand, type CommonArgs } from './shared.js';
+
+interface Args extends CommonArgs {
+  batch?: string;
+  last: boolean;
+  'include-permanent': boolean;
+  'dry-run': boolean;
+}
+
+export const rerunModule: CommandModule<object, Args> = {
+  command: 'rerun',
+  describe: "retry what a batch left undone (retryable failures, not attempted, in doubt) as a new batch",
+  builder: (y) =>
+    y
+      .options({
+        ...configOption,
+        batch: { type: 'string', describe: 'the batch to rerun (see d1-optout status)' },
+        last: { type: 'boolean', default: false, describe: 'rerun the most recent batch' },
+        'include-permanent': { type: 'boolean', default: false, describe: 'also retry its permanent failures (after you fixed their cause)' },
+        'dry-run': { type: 'boolean', default: false, describe: 'show what would be retried: no D1 call, no ledger write' },
+        ...jsonOption,
+      })
+      .check((a) => {
+        if (!a.batch === !a.last) throw new Error('give exactly one of --batch ID or --last');
+        return true;
+      }) as never,
+  handler: (args) =>
+    runCommand(args, { writesLog: !args['dry-run'] }, async ({ config, log, stop }) => {
+      const result = await rerunBatch(
+        config,
+        { batch: args.batch ?? null, last: args.last, includePermanent: args['include-permanent'], dryRun: args['dry-run'] },
+        log,
+        stop,
+      );
+      const dryRun = 'dryRun' in result;
+      process.stdout.write((args.json ? JSON.stringify(result.summary, null, 2) : formatSummary(result.summary, { dryRun })) + '\n');
+      return dryRun ? EXIT.OK : result.exitCode;
+    }),
+};

@@ -1,0 +1,55 @@
+import type { CommandModule } from 'yargs';
+import { runBatch } from '../batch/run.js';
+import { EXIT } from '../errors.js';
+import { formatSummary } from '../report/terminal.js';
+import { configOption, jsonOption, runCommand, type CommonArgs } from './shared.js';
+
+interface Args extends CommonArgs {
+  files?: string[];
+  inbox?: string;
+  archive?: string;
+  'dry-run': boolean;
+  force: boolean;
+  'carry-over': boolean;
+}
+
+export const runModule: CommandModule<object, Args> = {
+  command: 'run [files..]',
+  describe: 'read card files, opt every new card or consumer out of Click to Pay, write the report',
+  builder: (y) =>
+    y
+      .positional('files', { type: 'string', array: true, describe: 'card files (.csv or .csv.gz); or use --inbox' })
+      .options({
+        ...configOption,
+        inbox: { type: 'string', describe: 'read every .csv/.csv.gz file in this folder (instead of FILE..)' },
+        archive: { type: 'string', describe: 'with --inbox: move each file here once its rows are in the ledger' },
+        'dry-run': { type: 'boolean', default: false, describe: 'show what would happen: no D1 call, no ledger write, no file moved' },
+        force: { type: 'boolean', default: false, describe: 'read files again even if the ledger has ingested them before' },
+        'carry-over': { type: 'boolean', default: true, describe: 'also retry targets earlier batches left unfinished (--no-carry-over to skip)' },
+        ...jsonOption,
+      })
+      .check((a) => {
+        if (a.inbox && a.files && a.files.length > 0) throw new Error('give either FILE.. or --inbox, not both');
+        if (a.archive && !a.inbox) throw new Error('--archive goes with --inbox');
+        return true;
+      }) as never,
+  handler: (args) =>
+    runCommand(args, { writesLog: !args['dry-run'] }, async ({ config, log, stop }) => {
+      const inboxDir = args.inbox;
+      const result = await runBatch(
+        config,
+        {
+          files: args.files ?? [],
+          inbox: inboxDir ? { dir: inboxDir, archive: args.archive ?? config.archive } : null,
+          dryRun: args['dry-run'],
+          force: args.force,
+          carryOver: args['carry-over'],
+        },
+        log,
+        stop,
+      );
+      const dryRun = 'dryRun' in result;
+      process.stdout.write((args.json ? JSON.stringify(result.summary, null, 2) : formatSummary(result.summary, { dryRun })) + '\n');
+      return dryRun ? EXIT.OK : result.exitCode;
+    }),
+};

@@ -1,0 +1,66 @@
+import { configPath, loadConfig } from '../config.js';
+import { EXIT, JobError, type ExitCode } from '../errors.js';
+import { closeLogger, createLogger, logToFileOnly, redactText, type Logger } from '../log.js';
+import { StopSignal } from '../batch/stop.js';
+import type { Config } from '../types.js';
+
+export interface CommonArgs {
+  config?: string;
+  json?: boolean;
+}
+
+export const configOption = {
+  config: { type: 'string', describe: 'config file (default: $D1_OPTOUT_CONFIG, else ./d1-optout.config.json)' },
+} as const;
+
+export const jsonOption = {
+  json: { type: 'boolean', default: false, describe: 'print the result as JSON on stdout, for scripts' },
+} as const;
+
+export interface CommandEnv {
+  config: Config;
+  log: Logger;
+  stop: StopSignal;
+}
+
+/**
+ * Runs one command body the same way for every command: load the config, open the log, turn
+ * SIGINT/SIGTERM into a graceful stop (a second signal exits at once), map errors to exit codes,
+ * flush the log, exit. Everything a tired operator sees on failure is one clear line on stderr.
+ */
+export async function runCommand(
+  args: CommonArgs,
+  opts: { writesLog: boolean },
+  body: (env: CommandEnv) => Promise<ExitCode>,
+): Promise<never> {
+  let log: Logger | null = null;
+  let code: ExitCode;
+  const stop = new StopSignal();
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (stop.stopped) {
+      process.stderr.write(`d1-optout: second ${sig}, exiting now; the ledger is consistent and the next run resumes\n`);
+      process.exit(EXIT.ABORTED);
+    }
+    stop.stop(`received ${sig}`);
+    process.stderr.write(`d1-optout: ${sig} received: finishing the requests in flight, then writing the report (send again to exit at once)\n`);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const config = loadConfig(configPath(args.config));
+    log = createLogger({ level: config.log.level, file: opts.writesLog ? config.log.file : null, console: true });
+    code = await body({ config, log, stop });
+  } catch (err) {
+    if (err instanceof JobError) {
+      process.stderr.write(`d1-optout: ${redactText(err.message)}\n`);
+      if (log) logToFileOnly(log, 'error', err.message, { errorClass: err.errorClass, exitCode: err.exitCode });
+      code = err.exitCode;
+    } else {
+      process.stderr.write(`d1-optout: internal error: ${redactText((err as Error).message ?? String(err))}\n`);
+      if (log) logToFileOnly(log, 'error', 'internal error', { error: err });
+      code = EXIT.ABORTED;
+    }
+  }
+  if (log) await closeLogger(log);
+  process.exit(code);
+}

@@ -1,0 +1,47 @@
+import { createPublicKey } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import type { CommandModule } from 'yargs';
+import { configPath, loadConfig } from '../config.js';
+import { loadPrivateKey } from '../d1/keys.js';
+import { EXIT, JobError } from '../errors.js';
+import { loadScenarioFile, startSimulator, type SimIssuer } from '../sim/index.js';
+
+interface Args {
+  port: number;
+  scenario?: string;
+  config?: string;
+}
+
+export const simModule: CommandModule<object, Args> = {
+  command: 'sim',
+  describe: 'run the bundled D1 simulator on 127.0.0.1 (trusts the public key of the configured issuer)',
+  builder: (y) =>
+    y.options({
+      port: { type: 'number', default: 0, describe: 'port to listen on (0: any free port)' },
+      scenario: { type: 'string', describe: 'scenario JSON (faults, quota, pending, TLS); see fixtures/sim/' },
+      config: { type: 'string', describe: "the job's config: its issuerId, keyId and key become the simulator's trusted issuer" },
+    }) as never,
+  handler: async (args) => {
+    try {
+      const path = configPath(args.config);
+      const issuers: SimIssuer[] = [];
+      if (args.config || existsSync(path)) {
+        const config = loadConfig(path);
+        const publicKeyPem = createPublicKey(loadPrivateKey(config.d1.privateKeyFile)).export({ type: 'spki', format: 'pem' }).toString();
+        issuers.push({ issuerId: config.d1.issuerId, kid: config.d1.keyId, publicKeyPem });
+      }
+      const scenario = args.scenario ? await loadScenarioFile(args.scenario) : {};
+      const sim = await startSimulator({ port: args.port, scenario, issuers });
+      process.stdout.write(
+        `D1 simulator listening\n  d1.baseUrl  ${sim.baseUrl}\n  d1.tokenUrl ${sim.tokenUrl}\n  ground truth ${sim.url}/__sim/state\n` +
+          (issuers.length ? `  trusts issuer ${issuers[0]!.issuerId} (kid ${issuers[0]!.kid})\n` : '  trusts no issuer: pass --config to accept your job\n'),
+      );
+      const shutdown = () => void sim.close().then(() => process.exit(EXIT.OK));
+      process.once('SIGINT', shutdown);
+      process.once('SIGTERM', shutdown);
+    } catch (err) {
+      process.stderr.write(`d1-optout sim: ${(err as Error).message}\n`);
+      process.exit(err instanceof JobError ? err.exitCode : EXIT.USAGE);
+    }
+  },
+};

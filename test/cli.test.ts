@@ -1,0 +1,141 @@
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CLI, csv, makeWorld, optOutCalls, runCli, type World } from './helpers.js';
+
+// The built CLI as operators and cron run it: real child processes, exit codes of DESIGN.md §5.
+const HEADER = 'card_id,consumer_id,reason,scope';
+
+let world: World | null = null;
+afterEach(async () => {
+  await world?.close();
+  world = null;
+});
+
+describe('d1-optout command line', () => {
+  it('run: exit 0 when everything is opted out, the summary on stdout; then status and show answer from the ledger', async () => {
+    world = await makeWorld();
+    const a = world.file('a.csv', csv(HEADER, ['CARD-C1,CONS-1,CLOSED,', 'CARD-C2,,FRAUD,']));
+    const run = await runCli(['run', '--config', world.configFile, a]);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/Batch \S+ \(run\): COMPLETED/);
+    expect(run.stdout).toMatch(/OPTED_OUT\s+2/);
+    expect(run.stdout).toMatch(/rows 2 = 2 valid \+ 0 rejected/);
+
+    const status = await runCli(['status', '--config', world.configFile, '--json']);
+    expect(status.code).toBe(0);
+    const parsed = JSON.parse(status.stdout) as { batches: { status: string; outcomes: Record<string, number> }[] };
+    expect(parsed.batches[0]).toMatchObject({ status: 'COMPLETED', outcomes: { OPTED_OUT: 2 } });
+
+    const show = await runCli(['show', 'CARD-C1', '--config', world.configFile]);
+    expect(show.code).toBe(0);
+    expect(show.stdout).toMatch(/CARD CARD-C1: OPTED_OUT, operation \S+, 1 opt-out request/);
+    expect(show.stdout).toMatch(/OPT_OUT\s+HTTP 200 SUCCESSFUL/);
+    expect(show.stdout).toContain(`${a}:2`);
+    const missing = await runCli(['show', 'CARD-NEVER', '--config', world.configFile]);
+    expect(missing.code).toBe(2);
+  });
+
+  it('run: exit 1 with failures, naming the rerun command', async () => {
+    world = await makeWorld({ scenario: { fail5xxRate: 1 }, config: { rate: { maxAttempts: 1 } } });
+    const run = await runCli(['run', '--config', world.configFile, world.file('a.csv', csv(HEADER, ['CARD-F,,CLOSED,']))]);
+    expect(run.code).toBe(1);
+    expect(run.stdout).toMatch(/Next: 1 to retry: d1-optout rerun --batch \S+/);
+  });
+
+  it('exit 2: an unknown config key, named in one line; no ledger created, no call made', async () => {
+    world = await makeWorld();
+    const cfg = JSON.parse(readFileSync(world.configFile, 'utf8')) as Record<string, Record<string, unknown>>;
+    cfg['rate']!['requestPerSecond'] = 10;
+    writeFileSync(world.configFile, JSON.stringify(cfg));
+    const run = await runCli(['run', '--config', world.configFile, world.file('a.csv', csv(HEADER, ['CARD-1,,CLOSED,']))]);
+    expect(run.code).toBe(2);
+    expect(run.stderr.trim().split('\n')).toHaveLength(1);
+    expect(run.stderr).toContain('rate.requestPerSecond is unknown');
+    expect(existsSync(world.config.ledger)).toBe(false);
+    expect(world.sim.state().requests).toBe(0);
+  });
+
+  it('exit 2: an unreadable input file stops before anything is done, even after a good file', async () => {
+    world = await makeWorld();
+    const good = world.file('good.csv', csv(HEADER, ['CARD-1,,CLOSED,']));
+    const noHeader = world.file('bad.csv', 'CARD-2;;CLOSED\n');
+    for (const bad of [join(world.dir, 'missing.csv'), noHeader]) {
+      const run = await runCli(['run', '--config', world.configFile, good, bad]);
+      expect(run.code).toBe(2);
+      expect(run.stderr).toContain(bad);
+    }
+    expect(existsSync(world.config.ledger)).toBe(false);
+    expect(world.sim.state().requests).toBe(0);
+  });
+
+  it('exit 2: a private key readable by others is refused, like ssh does', async () => {
+    world = await makeWorld();
+    const { chmodSync } = await import('node:fs');
+    chmodSync(world.keyFile, 0o644);
+    const run = await runCli(['run', '--config', world.configFile, world.file('a.csv', csv(HEADER, ['CARD-1,,CLOSED,']))]);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/readable by group or others.*chmod 600/);
+    expect(world.sim.state().requests).toBe(0);
+  });
+
+  it('exit 2 on usage errors, and every command documents its flags', async () => {
+    expect((await runCli(['rerun'])).code).toBe(2);
+    expect((await runCli(['no-such-command'])).code).toBe(2);
+    for (const cmd of ['run', 'rerun', 'poll', 'status', 'show', 'report', 'sim']) {
+      const help = await runCli([cmd, '--help']);
+      expect(help.code).toBe(0);
+      expect(help.stdout).toContain(`d1-optout ${cmd}`);
+    }
+    expect((await runCli(['run', '--help'])).stdout).toMatch(/--dry-run[\s\S]*--force[\s\S]*--carry-over/);
+  });
+
+  it('exit 3: a second run while one holds the ledger lock, quickly and without calling D1; a killed holder is taken over', async () => {
+    world = await makeWorld({ scenario: { latencyMs: 200 }, config: { rate: { requestsPerSecond: 5, concurrency: 1 } } });
+    const rows = Array.from({ length: 40 }, (_, i) => `CARD-L${i},,CLOSED,`);
+    const a = world.file('a.csv', csv(HEADER, rows));
+    const holder = spawn(process.execPath, [CLI, 'run', '--config', world.configFile, a]);
+    const sim = world.sim;
+    while (optOutCalls(sim) === 0) await new Promise((r) => setTimeout(r, 20));
+    const callsBefore = sim.state().requests;
+    const started = Date.now();
+    const second = await runCli(['run', '--config', world.configFile, world.file('b.csv', csv(HEADER, ['CARD-OTHER,,CLOSED,']))]);
+    expect(second.code).toBe(3);
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect(second.stderr).toMatch(new RegExp(`holds the ledger lock: pid ${holder.pid} on \\S+, since `));
+    expect(sim.state().optOutCalls['CARD:CARD-OTHER']).toBeUndefined();
+    expect(sim.state().requests - callsBefore).toBeLessThan(20); // only the holder's own calls
+
+    holder.kill('SIGKILL');
+    await new Promise((r) => holder.once('close', r));
+    const after = await runCli(['run', '--config', world.configFile, join(world.dir, 'b.csv')]);
+    expect(after.stderr).toMatch(/took over a stale ledger lock .*process is gone/);
+    expect(after.stderr).toMatch(/was left RUNNING by a process that died; marked ABORTED/);
+    expect([0, 1]).toContain(after.code);
+    expect(sim.state().optOutCalls['CARD:CARD-OTHER']).toBe(1);
+  });
+
+  it('--dry-run is side-effect free: no D1 call, no ledger write', async () => {
+    world = await makeWorld();
+    const a = world.file('a.csv', csv(HEADER, ['CARD-1,,CLOSED,', 'CARD-2,,CLOSED,']));
+    const dry1 = await runCli(['run', '--dry-run', '--config', world.configFile, a]);
+    expect(dry1.code).toBe(0);
+    expect(dry1.stdout).toMatch(/DRY RUN/);
+    expect(dry1.stdout).toMatch(/NOT_ATTEMPTED\s+2/);
+    expect(existsSync(world.config.ledger)).toBe(false);
+    expect(world.sim.state().requests + world.sim.state().tokenRequests).toBe(0);
+
+    await runCli(['run', '--config', world.configFile, a]);
+    const before = readFileSync(world.config.ledger);
+    const mtime = statSync(world.config.ledger).mtimeMs;
+    const calls = world.sim.state().requests;
+    const dry2 = await runCli(['run', '--dry-run', '--force', '--config', world.configFile, a]);
+    expect(dry2.stderr).toBe('');
+    expect(dry2.stdout).toMatch(/SKIPPED_ALREADY_OPTED_OUT\s+2/);
+    expect(readFileSync(world.config.ledger).equals(before)).toBe(true);
+    expect(statSync(world.config.ledger).mtimeMs).toBe(mtime);
+    expect(world.sim.state().requests).toBe(calls);
+  });
+});
