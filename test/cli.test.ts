@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CLI, csv, makeWorld, optOutCalls, runCli, type World } from './helpers.js';
+import { CLI, csv, makeWorld, optOutCalls, ROOT, runCli, type World } from './helpers.js';
 
 // The built CLI as operators and cron run it: real child processes, exit codes of DESIGN.md §5.
 const HEADER = 'card_id,consumer_id,reason,scope';
@@ -137,5 +138,29 @@ describe('d1-optout command line', () => {
     expect(readFileSync(world.config.ledger).equals(before)).toBe(true);
     expect(statSync(world.config.ledger).mtimeMs).toBe(mtime);
     expect(world.sim.state().requests).toBe(calls);
+  });
+});
+
+describe('d1-optout sim', () => {
+  it('runs every shipped scenario, mTLS included once its test certificates are made', async () => {
+    const made = await runCli(['sim', '--make-certs', 'var/sim-certs']);
+    expect(made.code).toBe(0);
+    expect(made.stdout).toMatch(/clientCertFile\s+var\/sim-certs\/client.crt/);
+    for (const name of ['happy', 'flaky', 'quota', 'outage', 'mtls', 'demo']) {
+      const child = spawn(process.execPath, [CLI, 'sim', '--scenario', `fixtures/sim/${name}.json`], { cwd: ROOT });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      while (!/ground truth (\S+)/.test(out) && child.exitCode === null) await new Promise((r) => setTimeout(r, 20));
+      const stateUrl = /ground truth (\S+)/.exec(out)?.[1];
+      expect(stateUrl, `${name}: ${out}`).toBeDefined();
+      expect(stateUrl!.startsWith(name === 'mtls' ? 'https://127.0.0.1:' : 'http://127.0.0.1:')).toBe(true);
+      if (name !== 'mtls') {
+        const state = (await (await fetch(stateUrl!)).json()) as { requests: number };
+        expect(state.requests).toBe(0);
+      }
+      child.kill('SIGTERM');
+      const [code] = (await once(child, 'close')) as [number];
+      expect(code).toBe(0);
+    }
   });
 });

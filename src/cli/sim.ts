@@ -4,12 +4,13 @@ import type { CommandModule } from 'yargs';
 import { configPath, loadConfig } from '../config.js';
 import { loadPrivateKey } from '../d1/keys.js';
 import { EXIT, JobError } from '../errors.js';
-import { loadScenarioFile, startSimulator, type SimIssuer } from '../sim/index.js';
+import { loadScenarioFile, makeSimCerts, startSimulator, type SimIssuer } from '../sim/index.js';
 
 interface Args {
   port: number;
   scenario?: string;
   config?: string;
+  'make-certs'?: string;
 }
 
 export const simModule: CommandModule<object, Args> = {
@@ -20,9 +21,15 @@ export const simModule: CommandModule<object, Args> = {
       port: { type: 'number', default: 0, describe: 'port to listen on (0: any free port)' },
       scenario: { type: 'string', describe: 'scenario JSON (faults, quota, pending, TLS); see fixtures/sim/' },
       config: { type: 'string', describe: "the job's config: its issuerId, keyId and key become the simulator's trusted issuer" },
+      'make-certs': { type: 'string', describe: 'write a throw-away test CA, server and client certificate into this folder (for fixtures/sim/mtls.json: var/sim-certs), then exit' },
     }) as never,
   handler: async (args) => {
     try {
+      if (args['make-certs']) {
+        const files = await makeSimCerts(args['make-certs']);
+        process.stdout.write(`test-only certificates written:\n${Object.entries(files).map(([k, v]) => `  ${k.padEnd(14)} ${v}`).join('\n')}\n`);
+        process.exit(EXIT.OK);
+      }
       const path = configPath(args.config);
       const issuers: SimIssuer[] = [];
       if (args.config || existsSync(path)) {

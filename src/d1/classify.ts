@@ -54,8 +54,11 @@ export function classifyResponse(res: WireResponse, alreadyOptedOutCodes: readon
       case 'FAILED':
         // D1 took the request but the operation failed: worth another try in a later attempt.
         return { ...base, class: 'retryable', error: base.error ?? 'D1 operation FAILED' };
-      default:
+      case 'PENDING':
         return { ...base, class: 'pending' };
+      default:
+        // D1 may add status values: keep polling, and say in the report what it answered.
+        return { ...base, class: 'pending', error: `D1 operation status ${JSON.stringify(base.operationStatus)} is not one this job knows; kept as pending` };
     }
   }
   if (res.status === 408 || res.status === 429 || res.status >= 500) {

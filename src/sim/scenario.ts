@@ -18,6 +18,18 @@ export interface SimOutage {
   endMs: number;
 }
 
+/** A scripted opt-out answer for one target id: the answers D1 may give that no other knob plays. */
+export interface SimAnswer {
+  status: number;
+  /** JSON body (default {}); ignored when `text` is given. */
+  body?: unknown;
+  /** A body that is not JSON (an HTML error page from a proxy, say). */
+  text?: string;
+  headers?: Record<string, string>;
+  /** Only the first N opt-out requests for the id get this answer; then the id behaves normally. */
+  times?: number;
+}
+
 export interface Scenario {
   /** For humans reading the fixture; JSON has no comments. */
   description: string;
@@ -41,6 +53,10 @@ export interface Scenario {
   basePath: string;
   paths: D1Paths;
   tls: SimTls | null;
+  /** Scripted opt-out answers by target id; a scripted answer changes no state. */
+  answers: Record<string, SimAnswer>;
+  /** The status value a pending operation shows: set it to a value the client does not know. */
+  pendingStatus: string;
 }
 
 export const DEFAULT_PATHS: D1Paths = {
@@ -72,6 +88,8 @@ export function defaultScenario(): Scenario {
     basePath: '/banking/v1',
     paths: { ...DEFAULT_PATHS },
     tls: null,
+    answers: {},
+    pendingStatus: 'PENDING',
   };
 }
 
@@ -114,6 +132,13 @@ function onlyKnownKeys(obj: Record<string, unknown>, known: readonly string[], p
 
 const CHECKS: Record<keyof Scenario, Check> = {
   description: string,
+  answers: (v, k) => {
+    if (!isObject(v)) fail(k, 'an object of targetId -> answer');
+    for (const [id, answer] of Object.entries(v)) checkAnswer(answer, `${k}.${id}`);
+  },
+  pendingStatus: (v, k) => {
+    if (typeof v !== 'string' || v === '' || v === 'SUCCESSFUL' || v === 'FAILED') fail(k, 'a non-final status string');
+  },
   quotaRps: (v, k) => {
     if (v !== null && (!isNum(v) || v <= 0)) fail(k, 'a number > 0, or null for no quota');
   },
@@ -186,6 +211,18 @@ const CHECKS: Record<keyof Scenario, Check> = {
     }
   },
 };
+
+function checkAnswer(v: unknown, k: string): void {
+  if (!isObject(v)) fail(k, 'an object { "status", "body"?, "text"?, "headers"?, "times"? }');
+  onlyKnownKeys(v, ['status', 'body', 'text', 'headers', 'times'], `${k}.`);
+  if (!Number.isInteger(v.status) || (v.status as number) < 100 || (v.status as number) > 599) fail(`${k}.status`, 'an HTTP status');
+  if (v.text !== undefined) string(v.text, `${k}.text`);
+  if (v.times !== undefined && (!Number.isInteger(v.times) || (v.times as number) < 1)) fail(`${k}.times`, 'an integer >= 1');
+  if (v.headers !== undefined) {
+    if (!isObject(v.headers)) fail(`${k}.headers`, 'an object of header -> string');
+    for (const [h, value] of Object.entries(v.headers)) string(value, `${k}.headers.${h}`);
+  }
+}
 
 /** Checks a partial scenario as it came from JSON or a test; throws an Error naming the bad key. */
 export function validateScenario(input: unknown): Partial<Scenario> {

@@ -40,6 +40,8 @@ const OPAQUE_ID = /^[A-Za-z0-9_-]{1,64}$/; // x-correlation-id and operationId s
 interface Reply {
   status: number;
   body: unknown;
+  /** Sent as it is instead of the JSON body. */
+  text?: string;
   headers?: Record<string, string>;
 }
 
@@ -56,6 +58,7 @@ class Simulator {
   private readonly unknownIds: Set<string>;
   private readonly t0 = performance.now();
   private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly scriptedUses = new Map<string, number>();
   private stopped = false;
 
   constructor(
@@ -88,6 +91,11 @@ class Simulator {
 
     // The observer's own routes: never counted, never faulted, no auth.
     if (path === '/__sim/state' && method === 'GET') return send(res, { status: 200, body: this.truth.snapshot() });
+    if (path === '/__sim/revoke-tokens' && method === 'POST') {
+      req.resume();
+      this.truth.revokeTokens();
+      return send(res, { status: 200, body: { revoked: true } });
+    }
     if (path === '/__sim/reset' && method === 'POST') {
       req.resume();
       this.truth.reset();
@@ -179,12 +187,28 @@ class Simulator {
     this.truth.optOutCalls[key] = (this.truth.optOutCalls[key] ?? 0) + 1;
     const invalid = this.checkRequest(req, route, issuerId) ?? checkJsonBody(body);
     if (invalid) return invalid;
+    const scripted = this.scripted(route.targetId);
+    if (scripted) return scripted;
     if (this.unknownIds.has(route.targetId)) {
       return error(404, 'NOT_FOUND', route.scope === 'CARD' ? 'Card not found' : 'Consumer not found');
     }
     const outcome = this.truth.optOut(route.scope, route.targetId);
     if (outcome.kind === 'conflict') return error(409, outcome.errorCode, 'Already opted out');
-    return { status: this.scenario.successStatus, body: { operationId: outcome.operationId, status: outcome.status } };
+    return { status: this.scenario.successStatus, body: { operationId: outcome.operationId, status: this.shown(outcome.status) } };
+  }
+
+  /** The scripted answer for this id, while it has uses left. */
+  private scripted(targetId: string): Reply | null {
+    const a = this.scenario.answers[targetId];
+    if (!a) return null;
+    const used = this.scriptedUses.get(targetId) ?? 0;
+    if (a.times !== undefined && used >= a.times) return null;
+    this.scriptedUses.set(targetId, used + 1);
+    return { status: a.status, body: a.body ?? {}, ...(a.text !== undefined ? { text: a.text } : {}), ...(a.headers ? { headers: a.headers } : {}) };
+  }
+
+  private shown(status: string): string {
+    return status === 'PENDING' ? this.scenario.pendingStatus : status;
   }
 
   private getOperation(req: http.IncomingMessage, route: RouteMatch, issuerId: string): Reply {
@@ -193,7 +217,7 @@ class Simulator {
     const operationId = route.operationId ?? '';
     if (!OPAQUE_ID.test(operationId)) return error(400, 'FIELD_INVALID_FORMAT', 'operationId has an invalid format');
     const op = this.truth.getOperation(route.scope, route.targetId, operationId);
-    return op ? { status: 200, body: op } : error(404, 'NOT_FOUND', 'Operation not found');
+    return op ? { status: 200, body: { ...op, status: this.shown(op.status) } } : error(404, 'NOT_FOUND', 'Operation not found');
   }
 
   private checkRequest(req: http.IncomingMessage, route: RouteMatch, issuerId: string): Reply | null {
@@ -267,9 +291,9 @@ class Simulator {
 
 function send(res: http.ServerResponse, reply: Reply): void {
   if (res.headersSent || res.destroyed) return;
-  const payload = JSON.stringify(reply.body);
+  const payload = reply.text ?? JSON.stringify(reply.body);
   res.writeHead(reply.status, {
-    'content-type': 'application/json; charset=utf-8',
+    'content-type': reply.text === undefined ? 'application/json; charset=utf-8' : 'text/html; charset=utf-8',
     'content-length': Buffer.byteLength(payload),
     ...reply.headers,
   });

@@ -137,6 +137,11 @@ export class GroundTruth {
     return token;
   }
 
+  /** Every token issued so far stops working, as when D1 rotates its keys or revokes a session. */
+  revokeTokens(): void {
+    this.tokens.clear();
+  }
+
   /** The issuer a live token belongs to, or null when it is unknown or expired. */
   tokenIssuer(token: string): string | null {
     const entry = this.tokens.get(token);
