@@ -11,7 +11,11 @@ export async function executeBatch(ctx: BatchContext): Promise<BatchResult> {
   const { ledger, batchId, log } = ctx;
   try {
     await submitScope(ctx, 'CONSUMER');
-    const covered = ledger.tx(() => ledger.items.coverCardsInBatch(batchId));
+    ledger.committer.flush();
+    const covered = ledger.tx(() => {
+      ledger.targets.settleCoveredCards(batchId);
+      return ledger.items.coverCardsInBatch(batchId);
+    });
     if (covered > 0) log.info(`${covered} card row(s) covered by a consumer opted out in this batch; not called`);
     await submitScope(ctx, 'CARD');
     await pollPending(ctx, ctx.config.pending.maxWaitMs);

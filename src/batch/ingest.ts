@@ -1,10 +1,11 @@
 import { fileSha256, readCardFile } from '../cards/index.js';
 import type { Ledger } from '../ledger/index.js';
+import { admitRow } from './dedupe.js';
 import type { Logger } from '../log.js';
 import type { CardRow, Config, InputSummary, RejectRow } from '../types.js';
 
 /** Rows per transaction: large enough that SQLite's per-commit cost vanishes, small enough to bound a lost chunk. */
-const ROWS_PER_TX = 50_000;
+const ROWS_PER_TX = 10_000;
 
 export interface IngestOptions {
   force: boolean;
@@ -50,7 +51,7 @@ export async function ingestFiles(
       pending = [];
       pendingRejects = [];
       ledger.tx(() => {
-        for (const row of r) ledger.items.insertRow(batchId, ord, row);
+        for (const row of r) admitRow(ledger, batchId, ord, row);
         for (const rej of j) ledger.items.insertReject(batchId, ord, rej);
         alsoInSameTx?.();
       });

@@ -3,12 +3,11 @@ import type { Ledger } from '../ledger/index.js';
 export type CarrySource = { kind: 'all' } | { kind: 'none' } | { kind: 'parent'; parentId: string; includePermanent: boolean };
 
 /**
- * Decides every row's disposition (the dedupe rules), queues the targets to submit and adds the
- * carried-over targets, all in one transaction: the plan is on disk before any call is made.
+ * Adds the carried-over targets to the batch (rows got their dispositions as they were
+ * ingested), in one transaction: the plan is on disk before any call is made.
  */
 export function planBatch(ledger: Ledger, batchId: string, carry: CarrySource): { carriedOver: number } {
   return ledger.tx(() => {
-    ledger.items.planRows(batchId);
     const carriedOver =
       carry.kind === 'none'
         ? 0

@@ -64,6 +64,7 @@ async function ingestAndPlan(
   opts: { force: boolean; carry: CarrySource; onFileDone?: (path: string, input: InputSummary) => void },
 ): Promise<void> {
   ledger.batches.create(batchId, 'run', null);
+  ledger.tx(() => ledger.targets.settleCoveredCards(null));
   await ingestFiles(ledger, batchId, files, config, log, { force: opts.force, onFileDone: opts.onFileDone });
   const { carriedOver } = planBatch(ledger, batchId, opts.carry);
   if (carriedOver > 0) log.info(`${carriedOver} target(s) carried over from earlier batches`);
@@ -83,6 +84,7 @@ export async function runBatch(config: Config, opts: RunOptions, log: Logger, st
     try {
       const batchId = uniqueBatchId(copy);
       await ingestAndPlan(copy, batchId, files, config, log, { force: opts.force, carry });
+      copy.items.coverCardsInBatch(batchId);
       return { dryRun: true, summary: buildSummary(copy, batchId, config.reportsDir) };
     } finally {
       copy.close();
@@ -122,6 +124,7 @@ export async function rerunBatch(config: Config, opts: RerunOptions, log: Logger
   };
   const plan = (ledger: Ledger, batchId: string, parentId: string): Set<number> => {
     ledger.batches.create(batchId, 'rerun', parentId);
+    ledger.targets.settleCoveredCards(null);
     const permanentBefore = new Set(
       opts.includePermanent
         ? [...ledger.items.results(parentId)].flatMap((l) => {

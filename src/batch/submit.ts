@@ -25,16 +25,12 @@ export function gaveUpNote(attempts: number): string {
   return `gave up after ${attempts} attempts`;
 }
 
-/**
- * Records an answer and its consequences in one group commit: the attempt row, the target's new
- * state and, for a consumer opted out, the cards it took along.
- */
+/** Records an answer in one group commit: the attempt row and the target's new state. */
 export function recordAnswer(ctx: BatchContext, t: TargetRecord, a: D1Answer, state: TargetState, sent: 0 | 1, note?: string): void {
   const { ledger, batchId } = ctx;
   ledger.committer.soon(() => {
     ledger.attempts.record(batchId, t.pk, sent ? 'OPT_OUT' : 'GET_OPERATION', a);
     ledger.targets.recordAnswer(t.pk, state, a, sent, note);
-    if (state === 'OPTED_OUT' && t.scope === 'CONSUMER') ledger.targets.coverCardsOf(t.targetId);
   });
   if (a.class === 'fatal') ctx.stop.stop(a.error ?? 'D1 refused our credentials');
   else ctx.breaker.record(a.class === 'retryable' ? 'failure' : 'ok', a.error ?? (a.httpStatus ? `HTTP ${a.httpStatus}` : null));

@@ -18,10 +18,9 @@ export const showModule: CommandModule<object, Args> = {
       const ledger = openReadonly(config.ledger);
       try {
         const found = (['CARD', 'CONSUMER'] as Scope[]).flatMap((scope) => {
-          const target = ledger.targets.get(scope, args.id) ?? null;
-          const history = ledger.items.history(scope, args.id);
-          if (!target && history.length === 0) return [];
-          return [{ scope, target, history, attempts: target ? ledger.attempts.forTarget(target.pk) : [] }];
+          const target = ledger.targets.get(scope, args.id);
+          if (!target) return [];
+          return [{ scope, target, history: ledger.items.history(target.pk), attempts: ledger.attempts.forTarget(target.pk) }];
         });
         if (found.length === 0) throw new UsageError(`${args.id} is not in the ledger: no batch has seen it as a card or a consumer`);
         if (args.json) {
@@ -30,8 +29,8 @@ export const showModule: CommandModule<object, Args> = {
         }
         for (const f of found) {
           const t = f.target;
-          process.stdout.write(`${f.scope} ${args.id}: ${t ? `${t.state}${t.operationId ? `, operation ${t.operationId}` : ''}, ${t.attempts} opt-out request(s)${t.lastError ? `, last note: ${t.lastError}` : ''}, updated ${t.updatedAt}` : 'never submitted'}\n`);
-          if (t?.consumerId) process.stdout.write(`  consumer: ${t.consumerId}\n`);
+          process.stdout.write(`${f.scope} ${args.id}: ${t.state}${t.operationId ? `, operation ${t.operationId}` : ''}, ${t.attempts} opt-out request(s)${t.lastError ? `, last note: ${t.lastError}` : ''}, updated ${t.updatedAt}\n`);
+          if (t.consumerId) process.stdout.write(`  consumer: ${t.consumerId}\n`);
           process.stdout.write('  In batches:\n');
           for (const h of f.history) {
             process.stdout.write(`    ${h.batchId}  ${h.outcome.padEnd(28)} ${h.sourceFile}${h.sourceLine ? `:${h.sourceLine}` : ''}${h.reason ? ` (${h.reason})` : ''}\n`);

@@ -39,6 +39,7 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (batch_id, ord)
   );
 
+  -- Every card or consumer any batch has seen, with its state (DESIGN.md §3).
   CREATE TABLE targets (
     pk               INTEGER PRIMARY KEY,
     scope            TEXT NOT NULL CHECK (scope IN ('CARD', 'CONSUMER')),
@@ -50,20 +51,25 @@ export const MIGRATIONS: readonly string[] = [
     last_http_status INTEGER,
     last_error_code  TEXT,
     last_error       TEXT,
+    -- The batch that last queued, sent or polled it: the batch whose work it is.
     last_batch_id    TEXT,
+    -- The batch that last had a row for it: a second row in the same batch is a duplicate.
+    seen_batch_id    TEXT,
     updated_at       TEXT NOT NULL,
     UNIQUE (scope, target_id)
   );
-  CREATE INDEX targets_work ON targets (last_batch_id, scope, state, pk);
-  CREATE INDEX targets_state ON targets (state);
-  CREATE INDEX targets_consumer ON targets (consumer_id) WHERE scope = 'CARD' AND consumer_id IS NOT NULL;
+  -- Only unfinished targets: a batch's work list, its pending polls and the carry-over all look
+  -- here, and it stays small however many targets the ledger has opted out over the years.
+  CREATE INDEX targets_open ON targets (last_batch_id, state) WHERE state IN ('QUEUED', 'SUBMITTING', 'PENDING', 'FAILED_RETRYABLE');
 
-  -- One row per valid input row (origin ROW) and per target carried over from an earlier batch;
-  -- pk order is batch order, which is what "earlier in this batch" means for duplicates.
+  -- One row per valid input row (origin ROW) and per target carried over from an earlier batch.
+  -- pk order is batch order; a batch's items are written by one process at a time, so they
+  -- also form one run of pks, and both indexes grow at their ends during an ingest.
   CREATE TABLE items (
     pk            INTEGER PRIMARY KEY,
     batch_id      TEXT NOT NULL REFERENCES batches(id),
     origin        TEXT NOT NULL CHECK (origin IN ('ROW', 'CARRY_OVER')),
+    target_pk     INTEGER NOT NULL REFERENCES targets(pk),
     scope         TEXT NOT NULL,
     target_id     TEXT NOT NULL,
     consumer_id   TEXT,
@@ -73,11 +79,11 @@ export const MIGRATIONS: readonly string[] = [
     input_ord     INTEGER,
     source_line   INTEGER,
     from_batch_id TEXT,
-    disposition   TEXT,
+    disposition   TEXT NOT NULL,
     outcome       TEXT
   );
-  CREATE INDEX items_batch_target ON items (batch_id, scope, target_id);
-  CREATE INDEX items_target ON items (target_id);
+  CREATE INDEX items_batch ON items (batch_id);
+  CREATE INDEX items_target ON items (target_pk);
 
   CREATE TABLE attempts (
     id               INTEGER PRIMARY KEY,

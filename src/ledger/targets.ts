@@ -13,7 +13,15 @@ interface TargetRow {
   last_error_code: string | null;
   last_error: string | null;
   last_batch_id: string | null;
+  seen_batch_id: string | null;
   updated_at: string;
+}
+
+/** What the dedupe rules need to know of a target already in the ledger. */
+export interface SeenTarget {
+  pk: number;
+  state: TargetState;
+  seenBatchId: string | null;
 }
 
 export function toTarget(r: TargetRow): TargetRecord {
@@ -33,6 +41,12 @@ export function toTarget(r: TargetRow): TargetRecord {
   };
 }
 
+/**
+ * The exact condition of the partial index targets_open: SQLite uses a partial index only when
+ * the query repeats its condition, so every query over unfinished targets says it too.
+ */
+export const OPEN = (alias: string) => `${alias}.state IN ('QUEUED', 'SUBMITTING', 'PENDING', 'FAILED_RETRYABLE')`;
+
 /** A card whose consumer is opted out (or being opted out) must not be called on its own. */
 const NOT_COVERED = `NOT (t.scope = 'CARD' AND t.consumer_id IS NOT NULL AND EXISTS (
   SELECT 1 FROM targets c WHERE c.scope = 'CONSUMER' AND c.target_id = t.consumer_id AND c.state IN ('OPTED_OUT', 'PENDING')))`;
@@ -45,21 +59,37 @@ export class Targets {
   private readonly submittingStmt;
   private readonly answerStmt;
   private readonly setStateStmt;
-  private readonly coverStmt;
+  private readonly settleStmt;
   private readonly countStmt;
   private readonly pendingBatchesStmt;
+  private readonly seenStmt;
+  private readonly admitNewStmt;
+  private readonly admitSeenStmt;
+  private readonly admitQueuedStmt;
 
   constructor(db: Db) {
     this.getStmt = db.prepare<[Scope, string], TargetRow>(`SELECT * FROM targets WHERE scope = ? AND target_id = ?`);
+    this.seenStmt = db.prepare<[Scope, string], { pk: number; state: TargetState; seen_batch_id: string | null }>(
+      `SELECT pk, state, seen_batch_id FROM targets WHERE scope = ? AND target_id = ?`,
+    );
+    this.admitNewStmt = db.prepare<[Scope, string, string | null, string, string, string], { pk: number }>(
+      `INSERT INTO targets (scope, target_id, consumer_id, state, last_batch_id, seen_batch_id, updated_at)
+       VALUES (?, ?, ?, 'QUEUED', ?, ?, ?) ON CONFLICT (scope, target_id) DO NOTHING RETURNING pk`,
+    );
+    this.admitSeenStmt = db.prepare(`UPDATE targets SET seen_batch_id = ? WHERE pk = ?`);
+    this.admitQueuedStmt = db.prepare(
+      `UPDATE targets SET seen_batch_id = ?1, last_batch_id = ?1, state = 'QUEUED', consumer_id = coalesce(?2, consumer_id), updated_at = ?3
+        WHERE pk = ?4`,
+    );
     this.byPkStmt = db.prepare<[number], TargetRow>(`SELECT * FROM targets WHERE pk = ?`);
     this.workStmt = db.prepare<[string, Scope, number, number], TargetRow>(
       `SELECT * FROM targets t
-        WHERE t.last_batch_id = ? AND t.scope = ? AND t.state IN ('QUEUED', 'SUBMITTING', 'FAILED_RETRYABLE')
+        WHERE t.last_batch_id = ? AND ${OPEN('t')} AND t.state = 'QUEUED' AND t.scope = ?
           AND t.pk > ? AND ${NOT_COVERED}
         ORDER BY t.pk LIMIT ?`,
     );
     this.pendingStmt = db.prepare<[string, number, number], TargetRow>(
-      `SELECT * FROM targets WHERE last_batch_id = ? AND state = 'PENDING' AND pk > ? ORDER BY pk LIMIT ?`,
+      `SELECT * FROM targets t WHERE t.last_batch_id = ? AND ${OPEN('t')} AND t.state = 'PENDING' AND t.pk > ? ORDER BY t.pk LIMIT ?`,
     );
     this.submittingStmt = db.prepare(
       `UPDATE targets SET state = 'SUBMITTING', last_batch_id = ?, updated_at = ? WHERE pk = ?`,
@@ -70,12 +100,17 @@ export class Targets {
         WHERE pk = ?`,
     );
     this.setStateStmt = db.prepare(`UPDATE targets SET state = ?, last_error = coalesce(?, last_error), updated_at = ? WHERE pk = ?`);
-    this.coverStmt = db.prepare(
-      `UPDATE targets SET state = 'OPTED_OUT', last_error = ?, updated_at = ?
-        WHERE scope = 'CARD' AND consumer_id = ? AND state IN ('QUEUED', 'FAILED_RETRYABLE', 'SUBMITTING')`,
+    // There is no index from consumer to cards (a random-key index on every card would double the
+    // cost of ingest); cards are settled where they are scanned anyway: a batch's own, or all
+    // unfinished ones before a batch starts.
+    this.settleStmt = db.prepare(
+      `UPDATE targets AS t SET state = 'OPTED_OUT', last_error = 'opted out with consumer ' || t.consumer_id, updated_at = @now
+        WHERE ${OPEN('t')} AND t.state IN ('QUEUED', 'FAILED_RETRYABLE', 'SUBMITTING') AND t.scope = 'CARD' AND t.consumer_id IS NOT NULL
+          AND (@b IS NULL OR t.last_batch_id = @b)
+          AND (SELECT c.state FROM targets c WHERE c.scope = 'CONSUMER' AND c.target_id = t.consumer_id) = 'OPTED_OUT'`,
     );
     this.pendingBatchesStmt = db.prepare<[], { last_batch_id: string }>(
-      `SELECT DISTINCT last_batch_id FROM targets WHERE state = 'PENDING' AND last_batch_id IS NOT NULL`,
+      `SELECT DISTINCT t.last_batch_id FROM targets t WHERE ${OPEN('t')} AND t.state = 'PENDING' AND t.last_batch_id IS NOT NULL`,
     );
     this.countStmt = db.prepare<[], { state: TargetState; n: number }>(`SELECT state, count(*) AS n FROM targets GROUP BY state`);
   }
@@ -85,12 +120,32 @@ export class Targets {
     return r ? toTarget(r) : undefined;
   }
 
+  seen(scope: Scope, targetId: string): SeenTarget | undefined {
+    const r = this.seenStmt.get(scope, targetId);
+    return r ? { pk: r.pk, state: r.state, seenBatchId: r.seen_batch_id } : undefined;
+  }
+
+  /** Creates the target, queued as this batch's work, unless the ledger knows it. Returns the new pk. */
+  admitIfNew(scope: Scope, targetId: string, consumerId: string | null, batchId: string): number | undefined {
+    return this.admitNewStmt.get(scope, targetId, consumerId, batchId, batchId, nowIso())?.pk;
+  }
+
+  /** A known target has a row in this batch; `queued` makes it this batch's work. */
+  admitSeen(pk: number, batchId: string, queued: boolean, consumerId: string | null): void {
+    if (queued) this.admitQueuedStmt.run(batchId, consumerId, nowIso(), pk);
+    else this.admitSeenStmt.run(batchId, pk);
+  }
+
   byPk(pk: number): TargetRecord | undefined {
     const r = this.byPkStmt.get(pk);
     return r ? toTarget(r) : undefined;
   }
 
-  /** The next targets this batch must still call, in pk order after `afterPk`. */
+  /**
+   * The next targets this batch must still call, in pk order after `afterPk`. Planning leaves
+   * every one of them QUEUED; a target a worker has taken is SUBMITTING or beyond, and behind the
+   * cursor.
+   */
   work(batchId: string, scope: Scope, afterPk: number, limit: number): TargetRecord[] {
     return this.workStmt.all(batchId, scope, afterPk, limit).map(toTarget);
   }
@@ -122,9 +177,12 @@ export class Targets {
     this.setStateStmt.run(state, note, nowIso(), pk);
   }
 
-  /** A consumer opt-out removes every card of the consumer at D1; the ledger says so for the cards it knows. */
-  coverCardsOf(consumerId: string): number {
-    return this.coverStmt.run(`opted out with consumer ${consumerId}`, nowIso(), consumerId).changes;
+  /**
+   * A consumer opt-out removes every card of the consumer at D1; the ledger says so for the
+   * unfinished cards it knows, of one batch or (null) of all batches.
+   */
+  settleCoveredCards(batchId: string | null): number {
+    return this.settleStmt.run({ b: batchId, now: nowIso() }).changes;
   }
 
   /** The batches that own PENDING targets (the batch that last sent or polled each). */

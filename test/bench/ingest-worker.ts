@@ -1,0 +1,53 @@
+// One ingest measurement in a process of its own, so peak RSS belongs to it alone.
+// Usage: node ingest-worker.js job|raw FILE LEDGER  →  prints {"ms": n, "rows": n, "maxRssKb": n}
+import Database from 'better-sqlite3';
+import { createReadStream } from 'node:fs';
+import { parse } from 'csv-parse';
+import { ingestFiles } from '../../src/batch/ingest.js';
+import { planBatch } from '../../src/batch/plan.js';
+import { parseConfig } from '../../src/config.js';
+import { Ledger } from '../../src/ledger/index.js';
+import { createLogger } from '../../src/log.js';
+
+const [mode, file, ledgerPath] = process.argv.slice(2) as [string, string, string];
+
+async function job(): Promise<number> {
+  const config = parseConfig({ d1: { issuerId: 'BENCHISSUE', keyId: 'k', privateKeyFile: '/dev/null' }, ledger: ledgerPath }, {});
+  const log = createLogger({ level: 'error', file: null, console: false });
+  const ledger = Ledger.open(ledgerPath);
+  ledger.batches.create('bench', 'run', null);
+  const [input] = await ingestFiles(ledger, 'bench', [file], config, log, { force: false });
+  planBatch(ledger, 'bench', { kind: 'all' });
+  ledger.close();
+  return input!.rows;
+}
+
+/** The floor: csv-parse straight into INSERT OR IGNORE, 100,000 rows per transaction. */
+async function raw(): Promise<number> {
+  const db = new Database(ledgerPath);
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = FULL');
+  db.exec('CREATE TABLE t (card_id TEXT PRIMARY KEY, consumer_id TEXT, reason TEXT)');
+  const insert = db.prepare('INSERT OR IGNORE INTO t VALUES (?, ?, ?)');
+  const flush = db.transaction((rows: string[][]) => {
+    for (const r of rows) insert.run(r[0], r[1], r[2]);
+  });
+  let rows: string[][] = [];
+  let n = 0;
+  for await (const record of createReadStream(file).pipe(parse({ from_line: 2 }))) {
+    rows.push(record as string[]);
+    n++;
+    if (rows.length === 100_000) {
+      flush(rows);
+      rows = [];
+    }
+  }
+  flush(rows);
+  db.close();
+  return n;
+}
+
+const t0 = performance.now();
+const rows = mode === 'job' ? await job() : await raw();
+const ms = performance.now() - t0;
+process.stdout.write(JSON.stringify({ ms, rows, maxRssKb: process.resourceUsage().maxRSS }) + '\n');
