@@ -151,6 +151,10 @@ export interface D1Answer {
   retryAfterMs: number | null;
   startedAt: number;
   endedAt: number;
+  /** False when the request never left (no access token could be had): it is no attempt at D1. */
+  sent: boolean;
+  /** The 401 this answer follows, when the token was refreshed and the request sent again. */
+  refused?: D1Answer;
 }
 
 export type AttemptKind = 'OPT_OUT' | 'GET_OPERATION';

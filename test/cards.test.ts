@@ -122,6 +122,11 @@ describe('findCardNumbers', () => {
     expect(maskCardNumbers('ref 99' + '6011111111111117' + '7')).not.toContain('6011111111111117');
   });
 
+  it('finds a number written with underscores, which would otherwise pass as a D1 card id', () => {
+    expect(containsCardNumber('4111_1111_1111_1111')).toBe(true);
+    expect(maskCardNumbers('id 4111_1111_1111_1111')).toBe('id 4111_11**_****_1111');
+  });
+
   it('ignores short runs, non-Luhn runs and runs broken by double separators', () => {
     expect(findCardNumbers('411111111111')).toEqual([]); // 12 digits
     expect(findCardNumbers('1234567812345678')).toEqual([]); // no valid 13–19-digit window
@@ -135,8 +140,8 @@ describe('findCardNumbers', () => {
 describe('containsCardNumber', () => {
   /** The definition, written plainly: runs with single separators, a whole 13–19-digit run passing Luhn. */
   function reference(text: string): boolean {
-    for (const m of text.matchAll(/[0-9](?:[ -]?[0-9])*/g)) {
-      const digits = m[0].replace(/[ -]/g, '');
+    for (const m of text.matchAll(/[0-9](?:[ _-]?[0-9])*/g)) {
+      const digits = m[0].replace(/[ _-]/g, '');
       if (digits.length >= 13 && digits.length <= 19 && luhnValid(digits)) return true;
     }
     return false;
@@ -148,7 +153,7 @@ describe('containsCardNumber', () => {
       seed = (seed * 1103515245 + 12345) % 2147483648;
       return seed % n;
     };
-    const alphabets = ['0123456789 -', '0123456789012345678901234567890123456789 -,aZ:', '01 -x,'];
+    const alphabets = ['0123456789 -_', '0123456789012345678901234567890123456789 -,aZ:', '01 -x,'];
     let positives = 0;
     for (let k = 0; k < 3000; k++) {
       const alphabet = alphabets[k % alphabets.length]!;

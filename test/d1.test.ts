@@ -1,5 +1,7 @@
 import { generateKeyPairSync, verify } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -128,11 +130,25 @@ describe('answers D1 can give', () => {
   });
 
   it('429 is retryable and pauses the limiter for Retry-After', async () => {
-    const r = await one({ scenario: { answers: { 'CARD-1': { status: 429, body: { errorCode: 'TOO_MANY_REQUESTS' }, headers: { 'retry-after': '1' }, times: 2 } } } });
+    const r = await one({
+      scenario: { answers: { 'CARD-1': { status: 429, body: { errorCode: 'TOO_MANY_REQUESTS' }, headers: { 'retry-after': '1' }, times: 2 } } },
+      config: { rate: { backoffMaxMs: 5000 } },
+    });
     expect(r.line).toMatchObject({ outcome: 'OPTED_OUT', attempts: '3' });
     expect(r.summary.d1.http429).toBe(2);
     expect(r.summary.d1.throttledMs).toBeGreaterThanOrEqual(1000);
     expect(r.summary.d1.lowestRps).toBeLessThan(500);
+  });
+
+  it('a Retry-After longer than backoffMaxMs is honoured only up to backoffMaxMs', async () => {
+    const started = Date.now();
+    const r = await one({
+      scenario: { answers: { 'CARD-1': { status: 429, body: {}, headers: { 'retry-after': '600' }, times: 1 } } },
+      config: { rate: { backoffMaxMs: 300 } },
+    });
+    expect(r.line).toMatchObject({ outcome: 'OPTED_OUT', attempts: '2' });
+    expect(r.summary.d1.throttledMs).toBeLessThanOrEqual(300);
+    expect(Date.now() - started).toBeLessThan(5000);
   });
 
   it('an unknown 5xx with a body that is not JSON is retryable, with a short safe excerpt in the report', async () => {
@@ -158,13 +174,28 @@ describe('answers D1 can give', () => {
 
   it('a refused connection (ECONNREFUSED) is retryable', async () => {
     world = await makeWorld({ config: { rate: { maxAttempts: 2 } } });
-    const port = world.sim.port;
-    await world.sim.close();
-    world.config.d1.baseUrl = `http://127.0.0.1:${port}/banking/v1`;
-    world.config.d1.tokenUrl = `http://127.0.0.1:${port}/authz/v1/oauth2/token`;
+    const closed = await new Promise<number>((resolve) => {
+      const srv = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = srv.address() as AddressInfo;
+        srv.close(() => resolve(port));
+      });
+    });
+    world.config.d1.baseUrl = `http://127.0.0.1:${closed}/banking/v1`; // the token endpoint stays up
     const { summary } = await world.run([world.file('a.csv', csv(HEADER, ['CARD-1,CLOSED']))]);
     expect(results(summary)[0]).toMatchObject({ outcome: 'FAILED_RETRYABLE', attempts: '2' });
     expect(results(summary)[0]!.error_message).toMatch(/ECONNREFUSED/);
+  });
+
+  it('a token endpoint that cannot be reached is no attempt at the target: it never uses up the retry budget', async () => {
+    world = await makeWorld({ config: { rate: { maxAttempts: 2, maxAttemptsAcrossRuns: 2 } } });
+    const live = world.config.d1.tokenUrl;
+    world.config.d1.tokenUrl = live.replace(/:\d+\//, ':1/');
+    const first = await world.run([world.file('a.csv', csv(HEADER, ['CARD-1,CLOSED']))]);
+    expect(results(first.summary)[0]).toMatchObject({ outcome: 'FAILED_RETRYABLE', attempts: '0' });
+    expect(results(first.summary)[0]!.error_message).toMatch(/token endpoint unreachable/);
+    world.config.d1.tokenUrl = live;
+    const second = await world.run([]);
+    expect(second.summary.carriedOver).toEqual({ OPTED_OUT: 1 });
   });
 
   it('an operation status the client does not know is kept pending, polled, and reported with its raw value', async () => {

@@ -31,7 +31,7 @@ async function pollTarget(ctx: BatchContext, t: TargetRecord): Promise<void> {
   if (!a) return;
   const { state, note } = stateAfterPoll(a, t, ctx.config.rate.maxAttemptsAcrossRuns);
   // Keep the operation id D1 gave with the opt-out; a Get Operation answer only echoes it.
-  recordAnswer(ctx, t, { ...a, operationId: a.operationId ?? t.operationId }, state, 0, note);
+  recordAnswer(ctx, t, { ...a, operationId: a.operationId ?? t.operationId }, state, 'GET_OPERATION', note);
 }
 
 /**

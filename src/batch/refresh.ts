@@ -1,3 +1,4 @@
+import { UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { buildSummary, hasFailures } from '../report/summary.js';
 import { writeReport } from '../report/write.js';
@@ -21,7 +22,7 @@ export async function pollCommand(
   try {
     const { ledger } = session;
     const owners = ledger.targets.batchesWithPending().filter((b) => opts.batch === null || b === opts.batch);
-    if (opts.batch !== null && !ledger.batches.get(opts.batch)) throw new Error(`no batch ${opts.batch} in the ledger`);
+    if (opts.batch !== null && !ledger.batches.get(opts.batch)) throw new UsageError(`no batch ${opts.batch} in the ledger (see d1-optout status)`);
     await Promise.all(owners.map((b) => pollPending(session.context(b, log.child({ batchId: b })), opts.waitMs)));
     ledger.committer.flush();
     const summaries: BatchSummary[] = [];

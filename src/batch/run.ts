@@ -1,4 +1,4 @@
-import { mkdirSync, readdirSync, renameSync, existsSync } from 'node:fs';
+import { closeSync, constants, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, unlinkSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { inspectCardFile } from '../cards/index.js';
 import { UsageError } from '../errors.js';
@@ -11,6 +11,7 @@ import { executeBatch } from './execute.js';
 import type { BatchResult } from './finish.js';
 import { ingestFiles } from './ingest.js';
 import { planBatch, type CarrySource } from './plan.js';
+import { abortBatch } from './recover.js';
 import { openSession } from './session.js';
 import type { StopSignal } from './stop.js';
 
@@ -40,11 +41,34 @@ function inboxFiles(dir: string): string[] {
   return names.filter((n) => CARD_FILE.test(n)).sort().map((n) => join(dir, n));
 }
 
-function archiveFile(path: string, archive: string, batchId: string): void {
-  mkdirSync(archive, { recursive: true, mode: 0o700 });
-  let dest = join(archive, basename(path));
-  if (existsSync(dest)) dest = join(archive, `${basename(path)}.${batchId}`);
-  renameSync(path, dest);
+/**
+ * Moves an ingested file to the archive; across filesystems by copy, fsync and unlink. A file
+ * that cannot be moved stays in the inbox, which is harmless: the ledger knows its sha256, so
+ * the next run reports it as seen and does not read it again.
+ */
+function archiveFile(path: string, archive: string, batchId: string, log: Logger): void {
+  // Fault injection for the crash tests: die exactly between the commit and the move.
+  if (process.env['D1_OPTOUT_FAULT'] === 'kill-before-archive') process.kill(process.pid, 'SIGKILL');
+  try {
+    mkdirSync(archive, { recursive: true, mode: 0o700 });
+    let dest = join(archive, basename(path));
+    if (existsSync(dest)) dest = join(archive, `${basename(path)}.${batchId}`);
+    try {
+      renameSync(path, dest);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+      copyFileSync(path, dest, constants.COPYFILE_EXCL);
+      const fd = openSync(dest, 'r');
+      try {
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      unlinkSync(path);
+    }
+  } catch (err) {
+    log.warn(`could not move ${path} to the archive ${archive} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); it stays in the inbox and the next run skips it as already ingested`);
+  }
 }
 
 function uniqueBatchId(ledger: Ledger): string {
@@ -97,11 +121,19 @@ export async function runBatch(config: Config, opts: RunOptions, log: Logger, st
     const batchLog = log.child({ batchId });
     batchLog.info(`batch ${batchId} started with ${files.length} input file(s)`);
     const inbox = opts.inbox;
-    await ingestAndPlan(session.ledger, batchId, files, config, batchLog, {
-      force: opts.force,
-      carry,
-      onFileDone: inbox ? (path) => archiveFile(path, inbox.archive, batchId) : undefined,
-    });
+    try {
+      await ingestAndPlan(session.ledger, batchId, files, config, batchLog, {
+        force: opts.force,
+        carry,
+        onFileDone: inbox ? (path) => archiveFile(path, inbox.archive, batchId, batchLog) : undefined,
+      });
+    } catch (err) {
+      // The files were all readable a moment ago (inspected): this is a failure mid-way, so the
+      // batch is closed as ABORTED with what it has, and the next run picks up the rest.
+      const reason = `reading the input stopped: ${(err as Error).message}`;
+      batchLog.error(reason);
+      return (await abortBatch(session.ledger, batchId, config.reportsDir, reason, {})).result;
+    }
     return await executeBatch(session.context(batchId, batchLog));
   } finally {
     session.close();
@@ -125,14 +157,7 @@ export async function rerunBatch(config: Config, opts: RerunOptions, log: Logger
   const plan = (ledger: Ledger, batchId: string, parentId: string): Set<number> => {
     ledger.batches.create(batchId, 'rerun', parentId);
     ledger.targets.settleCoveredCards(null);
-    const permanentBefore = new Set(
-      opts.includePermanent
-        ? [...ledger.items.results(parentId)].flatMap((l) => {
-            const t = ledger.targets.get(l.scope, l.target_id);
-            return t && t.state === 'FAILED_PERMANENT' ? [t.pk] : [];
-          })
-        : [],
-    );
+    const permanentBefore = new Set(opts.includePermanent ? ledger.items.permanentTargetsOf(parentId) : []);
     planBatch(ledger, batchId, { kind: 'parent', parentId, includePermanent: opts.includePermanent });
     return permanentBefore;
   };

@@ -22,12 +22,14 @@ export interface Session {
  * the ledger.
  */
 export async function openSession(config: Config, command: string, log: Logger, stop: StopSignal): Promise<Session> {
-  const limiter = new RateLimiter({ requestsPerSecond: config.rate.requestsPerSecond, concurrency: config.rate.concurrency });
+  const limiter = new RateLimiter({ requestsPerSecond: config.rate.requestsPerSecond, concurrency: config.rate.concurrency, maxPauseMs: config.rate.backoffMaxMs });
   const client = new D1Client(config.d1, limiter, undefined, config.rate.concurrency);
+  stop.onStop(() => limiter.interrupt());
   let ledger: Ledger | null = null;
   try {
     ledger = Ledger.open(config.ledger);
-    const lock = ledger.lock(config.lock.staleAfterSec);
+    ledger.committer.onFailure = (err) => stop.stop(`the ledger cannot be written: ${(err as Error).message}`);
+    const lock = ledger.lock(config.lock.staleAfterSec, () => stop.stop('another process took over the ledger lock; stopping so that two runs never send at once'));
     const warning = lock.acquire(command);
     if (warning) log.warn(warning);
     const open = ledger;

@@ -17,6 +17,12 @@ export class StopSignal {
     this.wakers.clear();
   }
 
+  /** Calls `fn` when the run stops (at once if it has). */
+  onStop(fn: () => void): void {
+    if (this.stopped) fn();
+    else this.wakers.add(fn);
+  }
+
   /** Waits `ms`, or less if the run is stopped meanwhile. */
   sleep(ms: number): Promise<void> {
     if (this.stopped || ms <= 0) return Promise.resolve();

@@ -1,5 +1,5 @@
 import { backoffMs } from '../throttle/backoff.js';
-import type { D1Answer, Scope, TargetRecord, TargetState } from '../types.js';
+import type { AttemptKind, D1Answer, Scope, TargetRecord, TargetState } from '../types.js';
 import type { BatchContext } from './context.js';
 
 const PAGE = 500;
@@ -25,15 +25,28 @@ export function gaveUpNote(attempts: number): string {
   return `gave up after ${attempts} attempts`;
 }
 
-/** Records an answer in one group commit: the attempt row and the target's new state. */
-export function recordAnswer(ctx: BatchContext, t: TargetRecord, a: D1Answer, state: TargetState, sent: 0 | 1, note?: string): void {
+/**
+ * Whether an opt-out answer counts against the target's attempts across runs: a request that
+ * never left (no token) or that D1 turned away for our rate (429) says nothing about the target.
+ */
+export function countsAsAttempt(a: D1Answer): boolean {
+  return a.sent && a.httpStatus !== 429;
+}
+
+/**
+ * Records an answer in one group commit: every HTTP request as an attempt row (a 401 that made
+ * us refresh the token included), and the target's new state.
+ */
+export function recordAnswer(ctx: BatchContext, t: TargetRecord, a: D1Answer, state: TargetState, kind: AttemptKind, note?: string): void {
   const { ledger, batchId } = ctx;
   ledger.committer.soon(() => {
-    ledger.attempts.record(batchId, t.pk, sent ? 'OPT_OUT' : 'GET_OPERATION', a);
-    ledger.targets.recordAnswer(t.pk, state, a, sent, note);
+    if (a.refused) ledger.attempts.record(batchId, t.pk, kind, a.refused);
+    if (a.sent) ledger.attempts.record(batchId, t.pk, kind, a);
+    ledger.targets.recordAnswer(t.pk, state, a, kind === 'OPT_OUT' && countsAsAttempt(a) ? 1 : 0, note);
   });
   if (a.class === 'fatal') ctx.stop.stop(a.error ?? 'D1 refused our credentials');
-  else ctx.breaker.record(a.class === 'retryable' ? 'failure' : 'ok', a.error ?? (a.httpStatus ? `HTTP ${a.httpStatus}` : null));
+  // A 429 is the limiter's business, not a sign that D1 is down.
+  else if (a.httpStatus !== 429) ctx.breaker.record(a.class === 'retryable' ? 'failure' : 'ok', a.error ?? (a.httpStatus ? `HTTP ${a.httpStatus}` : null));
 }
 
 /** Opts out one target: SUBMITTING on disk first, then the request, retried with backoff while it is worth it. */
@@ -54,10 +67,10 @@ async function submitTarget(ctx: BatchContext, t: TargetRecord): Promise<void> {
       ctx.ledger.committer.soon(() => ctx.ledger.targets.setState(t.pk, tries === 1 ? t.state : 'FAILED_RETRYABLE', null));
       return;
     }
-    attemptsInAll++;
+    if (countsAsAttempt(a)) attemptsInAll++;
     const state = stateAfterAnswer(a, attemptsInAll, rate.maxAttemptsAcrossRuns, fresh);
     const gaveUp = a.class === 'retryable' && state === 'FAILED_PERMANENT';
-    recordAnswer(ctx, t, a, state, 1, gaveUp ? `${gaveUpNote(attemptsInAll)}; last: ${a.error ?? `HTTP ${a.httpStatus}`}` : undefined);
+    recordAnswer(ctx, t, a, state, 'OPT_OUT', gaveUp ? `${gaveUpNote(attemptsInAll)}; last: ${a.error ?? `HTTP ${a.httpStatus}`}` : undefined);
     ctx.log.debug('opt-out answer', { scope: t.scope, correlationId: a.correlationId, httpStatus: a.httpStatus, class: a.class, errorCode: a.errorCode });
     if (a.class !== 'retryable' || gaveUp || tries >= rate.maxAttempts) return;
     await ctx.stop.sleep(backoffMs(tries, rate.backoffBaseMs, rate.backoffMaxMs, a.retryAfterMs));

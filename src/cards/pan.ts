@@ -5,8 +5,8 @@
 // line), so it has no dependencies and a cheap first test: one pass over the characters that
 // answers "is there any run of 13 digits here at all?". Only text that passes it is scanned.
 //
-// A candidate is a run of digits in which single spaces or dashes may separate digits
-// ("4111 1111 1111 1111", "4111-1111-1111-1111").
+// A candidate is a run of digits in which single spaces, dashes or underscores may separate
+// digits ("4111 1111 1111 1111", "4111-1111-1111-1111", "4111_1111_1111_1111").
 //
 // Finding and masking differ on purpose. A row is rejected only when a whole run of 13–19 digits
 // passes Luhn (DESIGN.md §7): a rejected row is a card left in Click to Pay, and checking every
@@ -24,6 +24,12 @@ const ZERO = 48;
 const NINE = 57;
 const SPACE = 32;
 const DASH = 45;
+/** An underscore too: "4111_1111_1111_1111" fits the D1 card id pattern, so it must not slip through as one. */
+const UNDERSCORE = 95;
+
+function isSeparator(c: number): boolean {
+  return c === SPACE || c === DASH || c === UNDERSCORE;
+}
 
 function isDigit(c: number): boolean {
   return c >= ZERO && c <= NINE;
@@ -31,7 +37,7 @@ function isDigit(c: number): boolean {
 
 /** A character that can be part of a candidate: a digit, a space or a dash. */
 function isRunChar(c: number): boolean {
-  return (c >= ZERO && c <= NINE) || c === SPACE || c === DASH;
+  return (c >= ZERO && c <= NINE) || isSeparator(c);
 }
 
 /** In `text[from, to)`: 13 digits in a row, single spaces or dashes allowed between them? */
@@ -133,7 +139,7 @@ function digitRuns(text: string): DigitRun[] {
       if (j < n && isDigit(text.charCodeAt(j))) continue;
       if (j + 1 < n) {
         const sep = text.charCodeAt(j);
-        if ((sep === SPACE || sep === DASH) && isDigit(text.charCodeAt(j + 1))) {
+        if (isSeparator(sep) && isDigit(text.charCodeAt(j + 1))) {
           j++;
           continue;
         }

@@ -46,6 +46,14 @@ export async function runCommand(
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // Whatever escapes is still one line and exit 4: the ledger holds every committed step, and the
+  // next run closes the batch this one leaves behind.
+  const crash = (err: unknown) => {
+    process.stderr.write(`d1-optout: internal error: ${redactText(err instanceof Error ? err.message : String(err))}; the next run resumes from the ledger\n`);
+    process.exit(EXIT.ABORTED);
+  };
+  process.on('uncaughtException', crash);
+  process.on('unhandledRejection', crash);
   try {
     const config = loadConfig(configPath(args.config));
     log = createLogger({ level: config.log.level, file: opts.writesLog ? config.log.file : null, console: true });

@@ -40,7 +40,8 @@ export function classifyResponse(res: WireResponse, alreadyOptedOutCodes: readon
     operationId: json && str(json['operationId']) && OPERATION_ID.test(json['operationId'] as string) ? (json['operationId'] as string) : null,
     operationStatus: json ? str(json['status']) : null,
     errorCode,
-    error: json ? (str(json['error'])?.slice(0, 200) ?? null) : res.body ? excerpt(res.body) : null,
+    // D1's texts are informational and may echo what they were sent: masked like everything else.
+    error: json ? (str(json['error']) ? redactText(str(json['error'])!.slice(0, 200)) : null) : res.body ? excerpt(res.body) : null,
     retryAfterMs: null as number | null,
   };
 

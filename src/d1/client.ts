@@ -67,10 +67,11 @@ export class D1Client {
     this.tokens.invalidate(first.token);
     const second = await send();
     if (!second) return this.noteThrottle(first.answer);
+    const refused = first.answer;
     if (second.answer.httpStatus === 401) {
-      return { ...second.answer, class: 'fatal', error: 'D1 refused a freshly issued access token (HTTP 401 twice): check the issuer onboarding and scopes' };
+      return { ...second.answer, refused, class: 'fatal', error: 'D1 refused a freshly issued access token (HTTP 401 twice): check the issuer onboarding and scopes' };
     }
-    return this.noteThrottle(second.answer);
+    return this.noteThrottle({ ...second.answer, refused });
   }
 
   private noteThrottle(a: D1Answer): D1Answer {
@@ -81,14 +82,14 @@ export class D1Client {
   private async once(method: string, url: string, body: string | undefined): Promise<{ answer: D1Answer; token: string | null }> {
     const cid = correlationId();
     const startedAt = this.clock.now();
-    const base = { correlationId: cid, startedAt, operationId: null, operationStatus: null, errorCode: null, retryAfterMs: null };
+    const base = { correlationId: cid, startedAt, operationId: null, operationStatus: null, errorCode: null, retryAfterMs: null, sent: true };
     let token: string;
     try {
       token = await this.tokens.get();
     } catch (err) {
       const e = err instanceof TokenError ? err : new TokenError(false, 0, `token request failed: ${(err as Error).message}`);
       return {
-        answer: { ...base, class: e.fatal ? 'fatal' : 'retryable', httpStatus: 0, error: e.message, endedAt: this.clock.now() },
+        answer: { ...base, sent: false, class: e.fatal ? 'fatal' : 'retryable', httpStatus: 0, error: e.message, endedAt: this.clock.now() },
         token: null,
       };
     }

@@ -1,5 +1,14 @@
 import type { Db } from './db.js';
 
+/**
+ * Outcomes wait at most this long, or until this many are queued, before they are committed.
+ * With rate.concurrency, they bound what a kill can cost: a target whose answer was not yet on
+ * disk is in doubt and sent again, so a kill causes at most concurrency + COMMIT_MAX_OPS
+ * duplicate requests.
+ */
+export const COMMIT_MAX_DELAY_MS = 50;
+export const COMMIT_MAX_OPS = 64;
+
 interface Waiter {
   resolve: () => void;
   reject: (err: unknown) => void;
@@ -19,11 +28,13 @@ export class GroupCommitter {
   private timer: NodeJS.Timeout | null = null;
   private failure: unknown = null;
   commits = 0;
+  /** Told once when a commit fails, so the run can stop instead of the process crashing. */
+  onFailure: ((err: unknown) => void) | null = null;
 
   constructor(
     private readonly db: Db,
-    readonly maxDelayMs = 50,
-    readonly maxOps = 256,
+    readonly maxDelayMs = COMMIT_MAX_DELAY_MS,
+    readonly maxOps = COMMIT_MAX_OPS,
   ) {}
 
   /** Queues a write and resolves once it is committed. */
@@ -31,7 +42,7 @@ export class GroupCommitter {
     this.check();
     this.ops.push(op);
     const p = new Promise<void>((resolve, reject) => this.waiters.push({ resolve, reject }));
-    this.immediate ??= setImmediate(() => this.flush());
+    this.immediate ??= setImmediate(() => this.flushQuietly());
     return p;
   }
 
@@ -40,14 +51,24 @@ export class GroupCommitter {
     this.check();
     this.ops.push(op);
     if (this.ops.length >= this.maxOps) {
-      this.immediate ??= setImmediate(() => this.flush());
+      this.immediate ??= setImmediate(() => this.flushQuietly());
     } else {
-      this.timer ??= setTimeout(() => this.flush(), this.maxDelayMs);
+      this.timer ??= setTimeout(() => this.flushQuietly(), this.maxDelayMs);
+    }
+  }
+
+  /** A flush from a timer: a failure is reported to the waiters and to onFailure, never thrown. */
+  private flushQuietly(): void {
+    try {
+      this.flush();
+    } catch {
+      // recorded in this.failure and passed on by flush()
     }
   }
 
   /** Commits everything queued, synchronously. Throws if the commit fails. */
   flush(): void {
+    this.check();
     if (this.immediate) clearImmediate(this.immediate);
     if (this.timer) clearTimeout(this.timer);
     this.immediate = null;
@@ -69,6 +90,7 @@ export class GroupCommitter {
       // A ledger that cannot commit is the end of the run: nothing after this may rely on it.
       this.failure = err;
       for (const w of waiters) w.reject(err);
+      this.onFailure?.(err);
       throw err;
     }
     for (const w of waiters) w.resolve();

@@ -19,12 +19,15 @@ export class Files {
     this.addInputStmt = db.prepare(
       `INSERT INTO batch_inputs (batch_id, ord, path, sha256, seen_before) VALUES (?, ?, ?, ?, ?)`,
     );
-    // A row left INGESTING by a crash is replaced: its items were discarded by recovery.
+    // A row left INGESTING by a crash is replaced (recovery discarded its items); a file read
+    // again with --force keeps its first ingest on record.
     this.startStmt = db.prepare(
-      `INSERT OR REPLACE INTO files (sha256, first_batch_id, path, state) VALUES (?, ?, ?, 'INGESTING')`,
+      `INSERT INTO files (sha256, first_batch_id, path, state) VALUES (?, ?, ?, 'INGESTING')
+       ON CONFLICT (sha256) DO UPDATE SET first_batch_id = excluded.first_batch_id, path = excluded.path, state = 'INGESTING'
+        WHERE files.state = 'INGESTING'`,
     );
     this.finishFileStmt = db.prepare(
-      `UPDATE files SET state = 'INGESTED', rows = ?, rejected = ?, ingested_at = ? WHERE sha256 = ?`,
+      `UPDATE files SET state = 'INGESTED', rows = ?, rejected = ?, ingested_at = ? WHERE sha256 = ? AND state = 'INGESTING'`,
     );
     this.finishInputStmt = db.prepare(`UPDATE batch_inputs SET rows = ?, rejected = ? WHERE batch_id = ? AND ord = ?`);
     this.inputsStmt = db.prepare<

@@ -9,7 +9,7 @@ import { Targets } from './targets.js';
 
 export type { BatchInfo } from './batches.js';
 export type { ItemHistory, RejectLine } from './items.js';
-export { GroupCommitter } from './committer.js';
+export { COMMIT_MAX_OPS, GroupCommitter } from './committer.js';
 
 /** The SQLite ledger: the single source of truth, one module per concern. */
 export class Ledger {
@@ -41,8 +41,8 @@ export class Ledger {
     return new Ledger(openCopy(path), `${path} (in-memory copy)`);
   }
 
-  lock(staleAfterSec: number): LedgerLock {
-    return new LedgerLock(this.db, staleAfterSec);
+  lock(staleAfterSec: number, onLost?: () => void): LedgerLock {
+    return new LedgerLock(this.db, staleAfterSec, onLost);
   }
 
   /** Runs `fn` in one synchronous transaction (no await inside: better-sqlite3 forbids it, and so do we). */

@@ -59,6 +59,7 @@ export class Items {
   private readonly historyStmt;
   private readonly carryOverAllStmt;
   private readonly carryOverFromStmt;
+  private readonly permanentOfStmt;
   private readonly requeueCarriedStmt;
 
   constructor(private readonly db: Db) {
@@ -82,8 +83,12 @@ export class Items {
       );
     this.carryOverAllStmt = carry(OPEN('t'));
     this.carryOverFromStmt = carry(
-      `t.pk IN (SELECT p.target_pk FROM items p WHERE p.batch_id = @parent AND p.disposition IN ('SUBMIT', 'POLL'))
+      `t.pk IN (SELECT p.target_pk FROM items p WHERE p.batch_id = @parent
+                  AND (p.disposition IN ('SUBMIT', 'POLL') OR (@permanent = 1 AND p.disposition = 'SKIPPED_PREVIOUSLY_FAILED')))
        AND (${OPEN('t')} OR (@permanent = 1 AND t.state = 'FAILED_PERMANENT'))`,
+    );
+    this.permanentOfStmt = db.prepare<[string], { pk: number }>(
+      `SELECT DISTINCT t.pk FROM items i JOIN targets t ON t.pk = i.target_pk WHERE i.batch_id = ? AND t.state = 'FAILED_PERMANENT'`,
     );
     // Carried targets become this batch's work (pending ones keep their state: they are polled, not resent).
     this.requeueCarriedStmt = db.prepare(
@@ -159,6 +164,11 @@ export class Items {
       : this.carryOverAllStmt.run({ b: batchId }).changes;
     this.requeueCarriedStmt.run({ b: batchId, now: nowIso() });
     return added;
+  }
+
+  /** The targets of a batch that are FAILED_PERMANENT now (for `rerun --include-permanent`). */
+  permanentTargetsOf(batchId: string): number[] {
+    return this.permanentOfStmt.all(batchId).map((r) => r.pk);
   }
 
   /**

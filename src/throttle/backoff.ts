@@ -1,7 +1,7 @@
 /**
  * Exponential backoff with full jitter (a random wait between 0 and the exponential cap), so
  * retries of many targets after one outage do not arrive together. D1's Retry-After, when given,
- * is a floor.
+ * is a floor (capped at maxMs).
  */
 export function backoffMs(
   attempt: number,
@@ -11,7 +11,9 @@ export function backoffMs(
   random: () => number = Math.random,
 ): number {
   const cap = Math.min(maxMs, baseMs * 2 ** Math.max(0, attempt - 1));
-  return Math.max(retryAfterMs ?? 0, Math.floor(random() * cap));
+  // Retry-After is honoured up to the longest backoff we allow: a D1 asking for an hour gets
+  // backoffMaxMs, and the run's own retry budget decides the rest.
+  return Math.max(Math.min(retryAfterMs ?? 0, maxMs), Math.floor(random() * cap));
 }
 
 /**

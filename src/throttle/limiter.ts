@@ -13,6 +13,8 @@ export interface LimiterOptions {
   /** How long without a 429 before the rate climbs again, and by how much of the configured rate per step. */
   recoverAfterMs?: number;
   increaseFraction?: number;
+  /** The longest pause a Retry-After may impose (rate.backoffMaxMs). */
+  maxPauseMs?: number;
 }
 
 export interface LimiterStats {
@@ -37,6 +39,7 @@ export class RateLimiter {
   private readonly recoverAfterMs: number;
   private readonly increaseStep: number;
   private readonly maxRps: number;
+  private readonly maxPauseMs: number;
   private rps: number;
   /** Start times of the most recent requests, oldest first, at most ceil(maxRps) of them. */
   private readonly starts: number[] = [];
@@ -44,12 +47,14 @@ export class RateLimiter {
   private last429 = -Infinity;
   private lastIncrease = 0;
   private queue: Promise<void> = Promise.resolve();
+  private interrupted = false;
   private readonly s: LimiterStats;
 
   constructor(opts: LimiterOptions) {
     this.clock = opts.clock ?? realClock;
     this.inFlight = pLimit(opts.concurrency);
     this.maxRps = opts.requestsPerSecond;
+    this.maxPauseMs = opts.maxPauseMs ?? 30_000;
     this.rps = opts.requestsPerSecond;
     this.guardMs = opts.guardMs ?? 15;
     this.recoverAfterMs = opts.recoverAfterMs ?? 2000;
@@ -69,7 +74,7 @@ export class RateLimiter {
   onThrottled(retryAfterMs: number): void {
     const now = this.clock.now();
     this.s.http429++;
-    const until = now + retryAfterMs;
+    const until = now + Math.min(retryAfterMs, this.maxPauseMs);
     if (until > this.pausedUntil) {
       this.s.throttledMs += Math.max(0, until - Math.max(now, this.pausedUntil));
       this.pausedUntil = until;
@@ -84,6 +89,15 @@ export class RateLimiter {
     this.lastIncrease = now;
   }
 
+  /**
+   * The run is stopping: every request still waiting for its turn is let through at once, so its
+   * caller can see the stop and not send it. Nothing sleeps through a long Retry-After after SIGTERM.
+   */
+  interrupt(): void {
+    this.interrupted = true;
+    this.wake?.();
+  }
+
   stats(): LimiterStats {
     return { ...this.s, currentRps: this.rps };
   }
@@ -95,8 +109,11 @@ export class RateLimiter {
     return turn;
   }
 
+  private wake: (() => void) | null = null;
+
   private async waitForSlot(): Promise<void> {
     for (;;) {
+      if (this.interrupted) return;
       const now = this.clock.now();
       this.maybeIncrease(now);
       const wait = this.nextStartAt(now) - now;
@@ -107,7 +124,8 @@ export class RateLimiter {
         this.s.started++;
         return;
       }
-      await this.clock.sleep(wait);
+      await Promise.race([this.clock.sleep(wait), new Promise<void>((resolve) => (this.wake = resolve))]);
+      this.wake = null;
     }
   }
 
