@@ -258,3 +258,23 @@ describe('mutual TLS', () => {
     expect(() => parseConfig({ d1: { ...good.d1, baseUrl: 'http://127.0.0.1:9/banking/v1', tokenUrl: 'http://localhost:9/t' } }, {})).not.toThrow();
   });
 });
+
+describe('a burst of 429s', () => {
+  it('leaves the ledger exact: every request recorded, 429s not counted against the target', async () => {
+    world = await makeWorld({ scenario: { quotaRps: 15 }, config: { rate: { requestsPerSecond: 200, concurrency: 8, maxAttempts: 20, backoffBaseMs: 20, backoffMaxMs: 2000 } } });
+    const ids = Array.from({ length: 40 }, (_, i) => `CARD-Q${String(i).padStart(2, '0')}`);
+    const { summary } = await world.run([world.file('a.csv', csv(HEADER, ids.map((id) => `${id},CLOSED`)))]);
+    const truth = world.sim.state();
+    expect(summary.outcomes).toEqual({ OPTED_OUT: 40 });
+    expect(truth.byStatus['429']).toBeGreaterThan(0);
+    expect(summary.d1.http429).toBe(truth.byStatus['429']);
+    expect(summary.d1.requests).toBe(truth.requests - truth.tokenRequests);
+    for (const line of results(summary)) expect(Number(line.attempts)).toBe(truth.optOutArrivals[`CARD:${line.target_id}`]);
+    const ledger = world.ledger();
+    try {
+      for (const id of ids) expect(ledger.targets.get('CARD', id)).toMatchObject({ state: 'OPTED_OUT', attempts: 1 });
+    } finally {
+      ledger.close();
+    }
+  });
+});

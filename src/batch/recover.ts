@@ -1,6 +1,13 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Ledger } from '../ledger/index.js';
+import { buildSummary } from '../report/summary.js';
+import { writeReport } from '../report/write.js';
 import type { Logger } from '../log.js';
 import { finishBatch, type BatchResult } from './finish.js';
+
+/** How many recent batches are checked for an interrupted report at each start. */
+const RECENT = 5;
 
 /**
  * Closes a batch that cannot go on as ABORTED: a file it was half-way through is forgotten, so
@@ -12,8 +19,17 @@ export async function abortBatch(ledger: Ledger, batchId: string, reportsDir: st
   return { result: await finishBatch(ledger, batchId, reportsDir, reason, stats), discardedFiles };
 }
 
-/** Closes the batches a killed process left RUNNING (we hold the lock, so nobody else runs them). */
+/**
+ * Closes the batches a killed process left RUNNING (we hold the lock, so nobody else runs them),
+ * and writes again the report of a recent batch whose report a kill interrupted (summary.json,
+ * written last, is missing).
+ */
 export async function recoverAbandoned(ledger: Ledger, reportsDir: string, log: Logger): Promise<string[]> {
+  for (const b of ledger.batches.list(RECENT)) {
+    if (b.status === 'RUNNING' || existsSync(join(reportsDir, b.id, 'summary.json'))) continue;
+    await writeReport(ledger, buildSummary(ledger, b.id, reportsDir));
+    log.warn(`the report of batch ${b.id} was incomplete (the process was stopped while writing it); written again`);
+  }
   const recovered: string[] = [];
   for (const b of ledger.batches.running()) {
     const { discardedFiles } = await abortBatch(
