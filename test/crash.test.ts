@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { COMMIT_MAX_OPS } from '../src/ledger/index.js';
+import { mulberry32 } from '../src/sim/index.js';
 import type { BatchSummary } from '../src/types.js';
 import { assertReconciles, CLI, csv, makeWorld, runCli, type World } from './helpers.js';
 
@@ -16,17 +17,6 @@ afterEach(async () => {
   await world?.close();
   world = null;
 });
-
-function mulberry32(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Starts the CLI and SIGKILLs it after `ms`; resolves with its exit code (null when killed). */
 async function runAndKill(args: string[], ms: number): Promise<number | null> {

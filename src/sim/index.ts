@@ -8,3 +8,4 @@ export type { SimServer, StartSimOptions } from './server.js';
 export type { SimCall, SimOperation, SimState, SimTarget, SimTargetState } from './state.js';
 export { makeSimCerts } from './certs.js';
 export type { SimCertFiles } from './certs.js';
+export { mulberry32 } from './random.js';

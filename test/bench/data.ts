@@ -1,16 +1,10 @@
 import { createWriteStream } from 'node:fs';
 import { once } from 'node:events';
+import { mulberry32 } from '../../src/sim/index.js';
 
 /** A card file of `rows` rows with distinct random 24-character card ids, written as a stream. */
 export async function writeCardFile(path: string, rows: number, seed = 1): Promise<void> {
-  let s = seed >>> 0;
-  const rand = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rand = mulberry32(seed);
   const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789';
   const id = (prefix: string) => {
     let out = prefix;
