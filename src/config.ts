@@ -77,12 +77,41 @@ export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): 
 export function parseConfig(input: unknown, env: NodeJS.ProcessEnv = process.env): Config {
   const config = structuredClone(DEFAULT_CONFIG);
   merge(config as unknown as Record<string, unknown>, input, '');
+  const fromEnv = new Set<string>();
   for (const [name, apply] of ENV_OVERRIDES) {
     const v = env[name];
-    if (v !== undefined && v !== '') apply(config, v);
+    if (v !== undefined && v !== '') {
+      apply(config, v);
+      fromEnv.add(name);
+    }
   }
-  validate(config);
+  validate(config, fromEnv);
   return config;
+}
+
+/** A value quoted back in a message: one line, and short (a wrong value may be long, or private). */
+function showValue(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 60 ? `${text.slice(0, 59)}…` : text;
+}
+
+/** What an unknown `key` should have been: the known keys of its level, and the likely one if it is a typo. */
+function expectedKeys(target: Record<string, unknown>, key: string): string {
+  const known = Object.keys(target);
+  const near = known.find((k) => editDistance(k.toLowerCase(), key.toLowerCase()) <= 2);
+  return near ? `did you mean ${near}? (expected one of ${known.join(', ')})` : `expected one of ${known.join(', ')}`;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length]!;
 }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
@@ -94,7 +123,7 @@ function merge(target: Record<string, unknown>, input: unknown, prefix: string):
   if (!isPlainObject(input)) throw new UsageError(`config${prefix ? ` key ${prefix}` : ''}: expected an object`);
   for (const [key, value] of Object.entries(input)) {
     const name = prefix ? `${prefix}.${key}` : key;
-    if (!(key in target)) throw new UsageError(`config key ${name} is unknown; check its spelling against the README`);
+    if (!Object.hasOwn(target, key)) throw new UsageError(`config key ${name} is unknown; ${expectedKeys(target, key)}`);
     const current = target[key];
     if (isPlainObject(current)) {
       // tls has only optional keys, so its defaults object is empty: allow its known keys explicitly.
@@ -110,20 +139,22 @@ function merge(target: Record<string, unknown>, input: unknown, prefix: string):
       target[key] = [...value];
     } else {
       if (typeof value !== typeof current) {
-        throw new UsageError(`config key ${name}: expected a ${typeof current}, found ${JSON.stringify(value)}`);
+        throw new UsageError(`config key ${name}: expected a ${typeof current}, found ${showValue(value)}`);
       }
       target[key] = value;
     }
   }
 }
 
+const TLS_KEYS = { certFile: true, keyFile: true, caFile: true };
+
 function mergeTls(target: Record<string, unknown>, value: unknown): void {
   if (!isPlainObject(value)) throw new UsageError('config key d1.tls: expected an object');
   for (const [key, v] of Object.entries(value)) {
-    if (!['certFile', 'keyFile', 'caFile'].includes(key)) {
+    if (!Object.hasOwn(TLS_KEYS, key)) {
       throw new UsageError(`config key d1.tls.${key} is unknown; expected certFile, keyFile or caFile`);
     }
-    if (typeof v !== 'string') throw new UsageError(`config key d1.tls.${key}: expected a file path`);
+    if (typeof v !== 'string') throw new UsageError(`config key d1.tls.${key}: expected a file path, found ${showValue(v)}`);
     target[key] = v;
   }
 }
@@ -139,11 +170,13 @@ function checkUrl(name: string, value: string): void {
   try {
     url = new URL(value);
   } catch {
-    throw new UsageError(`config key ${name}: ${JSON.stringify(value)} is not a URL`);
+    throw new UsageError(`config key ${name}: must be an https:// URL, found ${showValue(value)}`);
   }
   if (url.protocol === 'https:') return;
   if (url.protocol === 'http:' && isLoopbackHost(url.hostname)) return;
-  throw new UsageError(`config key ${name}: must be an https:// URL (plain http is accepted only for a loopback simulator)`);
+  throw new UsageError(
+    `config key ${name}: must be an https:// URL, found ${url.protocol}//${url.host} (plain http is accepted only for a loopback simulator on 127.0.0.1 or localhost)`,
+  );
 }
 
 function positive(name: string, v: number, integer = true): void {
@@ -152,14 +185,35 @@ function positive(name: string, v: number, integer = true): void {
   }
 }
 
-function validate(c: Config): void {
+/**
+ * A key file setting that holds the key itself (PEM text pasted into the config or the
+ * environment) is refused without echoing it: the message must not spread the key further.
+ */
+function checkKeyPath(name: string, path: string | undefined, envName: string): void {
+  if (path !== undefined && path.includes('-----BEGIN')) {
+    throw new UsageError(
+      `config key ${name} (or ${envName}): expected the path of a key file, found the key itself (PEM text); ` +
+        'put the key in a file with mode 600 and give its path',
+    );
+  }
+}
+
+function validate(c: Config, fromEnv: ReadonlySet<string>): void {
+  const via = (envName: string): string => (fromEnv.has(envName) ? ` (set by ${envName})` : '');
   checkUrl('d1.baseUrl', c.d1.baseUrl);
   checkUrl('d1.tokenUrl', c.d1.tokenUrl);
-  if (c.d1.issuerId.length !== 10) {
-    throw new UsageError(`config key d1.issuerId: expected the 10-character issuer id given at D1 onboarding, found ${c.d1.issuerId.length} characters`);
+  if (!c.d1.issuerId) {
+    throw new UsageError('config key d1.issuerId is required: the 10-character issuer id given at D1 onboarding (or set D1_ISSUER_ID)');
   }
-  if (!c.d1.keyId) throw new UsageError('config key d1.keyId is required: the kid under which D1 holds your public key');
-  if (!c.d1.privateKeyFile) throw new UsageError('config key d1.privateKeyFile is required (or set D1_PRIVATE_KEY_FILE)');
+  if (c.d1.issuerId.length !== 10) {
+    throw new UsageError(
+      `config key d1.issuerId${via('D1_ISSUER_ID')}: expected the 10-character issuer id given at D1 onboarding, found ${c.d1.issuerId.length} characters`,
+    );
+  }
+  if (!c.d1.keyId) throw new UsageError('config key d1.keyId is required: the kid under which D1 holds your public key (or set D1_KEY_ID)');
+  if (!c.d1.privateKeyFile) throw new UsageError('config key d1.privateKeyFile is required: the path of the ES256 private key (or set D1_PRIVATE_KEY_FILE)');
+  checkKeyPath('d1.privateKeyFile', c.d1.privateKeyFile, 'D1_PRIVATE_KEY_FILE');
+  checkKeyPath('d1.tls.keyFile', c.d1.tls.keyFile, 'D1_TLS_KEY_FILE');
   const placeholders: Record<keyof Config['d1']['paths'], string[]> = {
     optOutCard: ['{cardId}'],
     optOutConsumer: ['{consumerId}'],

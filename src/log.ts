@@ -1,14 +1,24 @@
-import { closeSync, mkdirSync, openSync } from 'node:fs';
-import { dirname } from 'node:path';
 import winston from 'winston';
 import { maskCardNumbers } from './cards/pan.js';
+import { ensurePrivateFile } from './private-file.js';
 
 export type Logger = winston.Logger;
 
-const SECRET_KEYS = /^(access_?token|assertion|authorization|private_?key|password|passphrase|secret|client_?secret)$/i;
+/**
+ * Fields whose value is a secret whatever it looks like (an opaque access token has no shape to
+ * recognise): `token`, `accessToken`, `refresh_token`, `assertion`, `Authorization`, `password`,
+ * `passphrase`, `secret`, `clientSecret`, `cookie`, `apiKey`, `privateKey`. Not `tokenUrl` or
+ * `privateKeyFile`, which are settings an operator needs to see.
+ */
+const SECRET_KEYS =
+  /^(?:[a-z0-9]*[_-]?)?(?:token|assertion|authorization|password|passphrase|secret|cookie|api[_-]?key|private[_-]?key)$/i;
 const BEARER = /\bBearer\s+[A-Za-z0-9\-._~+/]+=*/gi;
+/** A JWT's header is JSON, so its base64url starts with `eyJ` (`{"`); an ES256 assertion is one. */
 const JWT = /\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*/g;
+/** Up to the END line, or to the end of the text when a PEM block was cut off. */
 const PEM = /-----BEGIN [A-Z0-9 ]+-----[\s\S]*?(-----END [A-Z0-9 ]+-----|$)/g;
+/** Deeper than this, metadata is replaced rather than walked: nothing unredacted gets past. */
+const MAX_DEPTH = 8;
 
 /** Masks bearer tokens, JWTs (assertions), PEM blocks and card numbers in one piece of text. */
 export function redactText(text: string): string {
@@ -17,15 +27,39 @@ export function redactText(text: string): string {
   );
 }
 
-function redactValue(value: unknown, depth: number): unknown {
+/**
+ * A redacted copy of `value`. Strings are masked; objects, arrays and errors are copied with
+ * every string inside masked and every secret-named field replaced; anything that cannot be walked
+ * (too deep, a cycle) becomes a placeholder, never the original.
+ */
+function redactValue(value: unknown, depth: number, seen: Set<object>): unknown {
   if (typeof value === 'string') return redactText(value);
-  if (depth > 8 || value === null || typeof value !== 'object') return value;
-  if (value instanceof Error) {
-    return { name: value.name, message: redactText(value.message), stack: value.stack ? redactText(value.stack) : undefined };
+  if (value === null || typeof value !== 'object') return value;
+  if (depth > MAX_DEPTH) return '[nested too deep]';
+  if (seen.has(value)) return '[circular]';
+  seen.add(value);
+  try {
+    if (Array.isArray(value)) return value.map((v) => redactValue(v, depth + 1, seen));
+    if (value instanceof Error) {
+      // Own properties (code, errno, syscall help the operator), then those that are not enumerable.
+      const out = redactFields(value, depth, seen);
+      out['name'] = value.name;
+      out['message'] = redactText(value.message);
+      if (value.stack) out['stack'] = redactText(value.stack);
+      if (value.cause !== undefined) out['cause'] = redactValue(value.cause, depth + 1, seen);
+      return out;
+    }
+    return redactFields(value, depth, seen);
+  } finally {
+    seen.delete(value);
   }
-  if (Array.isArray(value)) return value.map((v) => redactValue(v, depth + 1));
+}
+
+function redactFields(value: object, depth: number, seen: Set<object>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) out[k] = SECRET_KEYS.test(k) ? '[REDACTED]' : redactValue(v, depth + 1);
+  for (const [k, v] of Object.entries(value)) {
+    out[redactText(k)] = SECRET_KEYS.test(k) ? '[REDACTED]' : redactValue(v, depth + 1, seen);
+  }
   return out;
 }
 
@@ -34,9 +68,11 @@ function redactValue(value: unknown, depth: number): unknown {
  * site can forget it. Winston's own bookkeeping lives on symbol keys, which are left alone.
  */
 const redact = winston.format((info) => {
+  const seen = new Set<object>([info]);
   for (const key of Object.keys(info)) {
     const v = info[key];
-    info[key] = SECRET_KEYS.test(key) ? '[REDACTED]' : redactValue(v, 0);
+    delete info[key];
+    info[redactText(key)] = SECRET_KEYS.test(key) ? '[REDACTED]' : redactValue(v, 0, seen);
   }
   return info;
 });
@@ -52,12 +88,6 @@ const readable = winston.format.printf((info) => {
   return `${String(timestamp)} ${level}${batch}: ${String(message)}${extras ? ` ${extras}` : ''}${stack}`;
 });
 
-/** Creates a file private to the job's user before any transport opens it (DESIGN.md §10: 0600). */
-export function ensurePrivateFile(path: string): void {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  closeSync(openSync(path, 'a', 0o600));
-}
-
 export interface LoggerOptions {
   level: string;
   /** JSON lines go here; null for commands that only read (status, show) and for tests. */
@@ -69,7 +99,8 @@ export interface LoggerOptions {
 export function createLogger(opts: LoggerOptions): Logger {
   const transports: winston.transport[] = [];
   if (opts.file) {
-    ensurePrivateFile(opts.file);
+    // Before the transport opens it, which would create it with the umask's mode.
+    ensurePrivateFile(opts.file, 'config key log.file');
     transports.push(
       new winston.transports.File({
         filename: opts.file,

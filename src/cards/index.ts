@@ -24,8 +24,10 @@ export {
   inspectCardFile,
   rawForReject,
   readCardFile,
+  readCsvRecords,
   type CardFileEntry,
   type CardFileInfo,
+  type CsvRecord,
   type InspectOptions,
   type ReadOptions,
 } from './read.js';

@@ -3,9 +3,10 @@
 // - `inspectCardFile` is the preflight the job runs on every input before ingesting anything: a
 //   file it accepts can be read to the end by `readCardFile` (bad rows become rejects, never a
 //   failure of the file).
-// - `readCardFile` streams: csv-parse over the file's bytes (gunzipped when needed), records
-//   handed over synchronously in file order, batches yielded as they fill. Memory is bounded by a
-//   chunk, a batch and `MAX_RECORD_SIZE`, never by the file.
+// - `readCsvRecords` is the one csv-parse setup: the file's bytes (gunzipped when needed) as
+//   records with the physical line each starts on, handed over synchronously in file order.
+// - `readCardFile` streams on top of it: header, row validation, batches yielded as they fill.
+//   Memory is bounded by a chunk, a batch and `MAX_RECORD_SIZE`, never by the file.
 
 import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
@@ -229,8 +230,8 @@ class RecordSizeScanner {
     this.delimiter = delimiter.charCodeAt(0);
   }
 
-  /** Feeds decoded bytes; returns the start line of an oversized record, or 0. */
-  feed(buf: Buffer): number {
+  /** Feeds decoded bytes; returns the oversized record (its start line, and whether a quote is open), or null. */
+  feed(buf: Buffer): { line: number; quoted: boolean } | null {
     const delim = this.delimiter;
     let { line, recordLine, recordEmpty, fieldStart, quote, size, prevCR } = this;
     for (let i = 0; i < buf.length; i++) {
@@ -268,18 +269,23 @@ class RecordSizeScanner {
         recordLine = line;
       }
       prevCR = b === CR;
-      if (size > MAX_RECORD_SIZE) return recordLine;
+      if (size > MAX_RECORD_SIZE) return { line: recordLine, quoted: quote !== 0 };
     }
     Object.assign(this, { line, recordLine, recordEmpty, fieldStart, quote, size, prevCR });
-    return 0;
+    return null;
   }
 }
 
-function oversizedRecord(file: string, line: number): CardFileError {
+/**
+ * The reader holds one record at a time and no more than `MAX_RECORD_SIZE` of it, so a longer
+ * record stops the file. A record that long inside quotes is nearly always a quote left open; one
+ * without is a field no card file has (an id is at most 64 characters).
+ */
+function oversizedRecord(file: string, line: number, quoted: boolean): CardFileError {
   return new CardFileError(
     file,
     `line ${line}: a record is longer than ${MAX_RECORD_SIZE / 1024} KiB, so the file cannot be read past it ` +
-      '(is a quote left open?)',
+      (quoted ? '(is a quote left open?)' : '(a single field that long: is this really a card file?)'),
   );
 }
 
@@ -308,13 +314,13 @@ async function checkFile(file: string, option: DelimiterOption, wholeFile: boole
       let bad = scanner.feed(head.subarray(bom));
       if (!done) {
         for (;;) {
-          if (bad !== 0) break;
+          if (bad !== null) break;
           const next = await iterator.next();
           if (next.done === true) break;
           bad = scanner.feed(next.value);
         }
       }
-      if (bad !== 0) throw oversizedRecord(file, bad);
+      if (bad !== null) throw oversizedRecord(file, bad.line, bad.quoted);
     }
     return { ...info, gzip };
   } catch (err) {
@@ -413,23 +419,29 @@ interface RawRecord {
   raw: string;
 }
 
+/** One record of a CSV file, as the card reader parses it. */
+export interface CsvRecord {
+  /** The physical line the record starts on; the first line of the file is 1. */
+  line: number;
+  /** The record's fields; null when a quoted field is still open at the end of the file. */
+  fields: string[] | null;
+  /** The record's text as read (blank lines before it and its line end included). */
+  raw: string;
+}
+
 /**
- * The per-file state of the reader. csv-parse hands each record to `onRecord` and each record
- * error to `onSkip`, synchronously and in file order; both append to `pending`.
+ * Collects what csv-parse hands over, synchronously and in file order: each record through
+ * `onRecord`, each record error through `onSkip`; both know the physical line it starts on.
  */
-class FileReader {
+class RecordCollector {
   /** The physical line the next record's text starts on (blank lines before it included). */
   private nextLine = 1;
-  private ctx: RowContext | null = null;
-  /** Entries parsed and not yet yielded. */
-  pending: CardFileEntry[] = [];
+  /** Records parsed and not yet yielded. */
+  records: CsvRecord[] = [];
   /** Set when the file cannot be read on; the reader stops at the next chunk boundary. */
   failure: CardFileError | null = null;
 
-  constructor(
-    private readonly file: string,
-    private readonly reasons: readonly string[],
-  ) {}
+  constructor(private readonly file: string) {}
 
   /** The line the record whose raw text is `raw` starts on; advances past it. */
   private startLine(raw: string): number {
@@ -441,49 +453,21 @@ class FileReader {
 
   onRecord(rec: RawRecord): void {
     if (this.failure !== null) return;
-    const line = this.startLine(rec.raw);
-    const fields = rec.record;
-    if (isBlankRecord(fields)) return;
-    const ctx = this.ctx;
-    if (ctx === null) {
-      try {
-        this.ctx = makeRowContext(this.file, matchHeader(this.file, fields), this.reasons);
-      } catch (err) {
-        this.failure = asCardFileError(this.file, err);
-      }
-      return;
-    }
-    const result = validateRow(ctx, fields, line, rec.raw);
-    if (typeof result === 'string') {
-      this.pending.push({
-        kind: 'reject',
-        reject: { sourceFile: this.file, sourceLine: line, error: result, raw: rawForReject(rec.raw) },
-      });
-    } else {
-      this.pending.push({ kind: 'row', row: result });
-    }
+    this.records.push({ line: this.startLine(rec.raw), fields: rec.record, raw: rec.raw });
   }
 
   /** csv-parse's `on_skip`: a record it could not parse. Throwing stops the parser. */
   onSkip(err: CsvError | undefined, raw: string | undefined): undefined {
     const text = raw ?? '';
     const line = this.startLine(text);
-    if (err?.code === 'CSV_QUOTE_NOT_CLOSED' && this.ctx !== null) {
-      this.pending.push({
-        kind: 'reject',
-        reject: {
-          sourceFile: this.file,
-          sourceLine: line,
-          error: 'unclosed quote: a quoted field runs to the end of the file',
-          raw: rawForReject(text),
-        },
-      });
+    if (err?.code === 'CSV_QUOTE_NOT_CLOSED') {
+      this.records.push({ line, fields: null, raw: text });
       return undefined;
     }
     // csv-parse cannot go on after the other errors (the record-size limit, mainly).
     const failure =
       err?.code === 'CSV_MAX_RECORD_SIZE'
-        ? oversizedRecord(this.file, line)
+        ? oversizedRecord(this.file, line, true)
         : new CardFileError(this.file, `line ${line}: cannot be parsed as CSV (${err?.code ?? 'unknown error'})`);
     this.failure ??= failure;
     throw failure;
@@ -491,20 +475,20 @@ class FileReader {
 }
 
 /**
- * csv-parse's stream parser, with the records it pushes handed straight to the reader instead of
- * an object-mode buffer: in order, synchronously, without a per-record `await`.
+ * csv-parse's stream parser, with the records it pushes handed straight to the collector instead
+ * of an object-mode buffer: in order, synchronously, without a per-record `await`.
  */
 class RecordParser extends Parser {
   constructor(
     options: CsvOptions,
-    private readonly reader: FileReader,
+    private readonly collector: RecordCollector,
   ) {
     super(options);
   }
 
   override push(chunk: unknown, encoding?: BufferEncoding): boolean {
     if (chunk === null) return super.push(null, encoding);
-    this.reader.onRecord(chunk as RawRecord);
+    this.collector.onRecord(chunk as RawRecord);
     return true;
   }
 }
@@ -524,6 +508,95 @@ function finish(parser: Parser): Promise<void> {
 }
 
 /**
+ * Streams the records of a CSV file (gunzipped when it is gzip), as parsed for card files: the
+ * one place the csv-parse settings live. Yields the records of each chunk read; blank lines are
+ * skipped, but a record of empty fields (`,,`) is yielded. A quoted field still open at the end
+ * of the file is yielded with `fields: null`. Throws `CardFileError` naming the file and line at a
+ * record it cannot get past (longer than `MAX_RECORD_SIZE`), or when the file cannot be read.
+ * Knows nothing of headers: `readCardFile` checks those.
+ */
+export async function* readCsvRecords(path: string, opts: { delimiter: Delimiter }): AsyncGenerator<CsvRecord[]> {
+  const collector = new RecordCollector(path);
+  const parser = new RecordParser(
+    {
+      delimiter: opts.delimiter,
+      bom: true,
+      raw: true,
+      relax_column_count: true,
+      relax_quotes: true,
+      skip_empty_lines: true,
+      skip_records_with_error: true,
+      max_record_size: MAX_RECORD_SIZE,
+      record_delimiter: ['\r\n', '\n', '\r'],
+      on_skip: (err, raw) => collector.onSkip(err, raw),
+    },
+    collector,
+  );
+  // Errors reach us through the write and end callbacks; keep the emitter from throwing them.
+  parser.on('error', () => {});
+  const { stream } = await openDecoded(path);
+  const take = (): CsvRecord[] => {
+    const records = collector.records;
+    collector.records = [];
+    return records;
+  };
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      await write(parser, chunk);
+      if (collector.failure !== null) throw collector.failure;
+      if (collector.records.length > 0) yield take();
+    }
+    await finish(parser);
+    if (collector.failure !== null) throw collector.failure;
+    if (collector.records.length > 0) yield take();
+  } catch (err) {
+    throw collector.failure ?? asCardFileError(path, err);
+  } finally {
+    stream.destroy();
+    parser.destroy();
+  }
+}
+
+/** Turns the records of one card file into entries: the first non-blank one is the header. */
+class EntryMaker {
+  private ctx: RowContext | null = null;
+
+  constructor(
+    private readonly file: string,
+    private readonly reasons: readonly string[],
+  ) {}
+
+  /** The entry for `rec`, or null for a blank record or the header. */
+  entry(rec: CsvRecord): CardFileEntry | null {
+    const { line, fields, raw } = rec;
+    const ctx = this.ctx;
+    if (fields === null) {
+      if (ctx === null) {
+        throw new CardFileError(this.file, `line ${line}: cannot be parsed as CSV (a quote opened here is never closed)`);
+      }
+      return {
+        kind: 'reject',
+        reject: {
+          sourceFile: this.file,
+          sourceLine: line,
+          error: 'unclosed quote: a quoted field runs to the end of the file',
+          raw: rawForReject(raw),
+        },
+      };
+    }
+    if (isBlankRecord(fields)) return null;
+    if (ctx === null) {
+      this.ctx = makeRowContext(this.file, matchHeader(this.file, fields), this.reasons);
+      return null;
+    }
+    const result = validateRow(ctx, fields, line, raw);
+    return typeof result === 'string'
+      ? { kind: 'reject', reject: { sourceFile: this.file, sourceLine: line, error: result, raw: rawForReject(raw) } }
+      : { kind: 'row', row: result };
+  }
+}
+
+/**
  * Streams one card file as batches of entries (rows and rejects) in file order. Runs the header
  * checks of `inspectCardFile` first (they throw `CardFileError`); a file the reader cannot get
  * through (a record longer than `MAX_RECORD_SIZE`, corrupt gzip) throws `CardFileError` naming
@@ -535,45 +608,19 @@ export async function* readCardFile(path: string, opts: ReadOptions): AsyncGener
     throw new RangeError(`batchSize must be a positive integer, got ${batchSize}`);
   }
   const { delimiter } = await checkFile(path, opts.delimiter, false);
-  const reader = new FileReader(path, opts.reasons);
-  const parser = new RecordParser(
-    {
-      delimiter,
-      bom: true,
-      raw: true,
-      relax_column_count: true,
-      relax_quotes: true,
-      skip_empty_lines: true,
-      skip_records_with_error: true,
-      max_record_size: MAX_RECORD_SIZE,
-      record_delimiter: ['\r\n', '\n', '\r'],
-      on_skip: (err, raw) => reader.onSkip(err, raw),
-    },
-    reader,
-  );
-  // Errors reach us through the write and end callbacks; keep the emitter from throwing them.
-  parser.on('error', () => {});
-  const { stream } = await openDecoded(path);
-  try {
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      await write(parser, chunk);
-      if (reader.failure !== null) throw reader.failure;
-      if (reader.pending.length >= batchSize) {
-        const all = reader.pending;
-        const full = all.length - (all.length % batchSize);
-        reader.pending = all.slice(full);
-        for (let i = 0; i < full; i += batchSize) yield all.slice(i, i + batchSize);
-      }
+  const maker = new EntryMaker(path, opts.reasons);
+  let pending: CardFileEntry[] = [];
+  for await (const records of readCsvRecords(path, { delimiter })) {
+    for (const rec of records) {
+      const entry = maker.entry(rec);
+      if (entry !== null) pending.push(entry);
     }
-    await finish(parser);
-    if (reader.failure !== null) throw reader.failure;
-    const rest = reader.pending;
-    reader.pending = [];
-    for (let i = 0; i < rest.length; i += batchSize) yield rest.slice(i, i + batchSize);
-  } catch (err) {
-    throw reader.failure ?? asCardFileError(path, err);
-  } finally {
-    stream.destroy();
-    parser.destroy();
+    if (pending.length >= batchSize) {
+      const full = pending.length - (pending.length % batchSize);
+      const ready = pending;
+      pending = ready.slice(full);
+      for (let i = 0; i < full; i += batchSize) yield ready.slice(i, i + batchSize);
+    }
   }
+  for (let i = 0; i < pending.length; i += batchSize) yield pending.slice(i, i + batchSize);
 }

@@ -96,6 +96,14 @@ function show(value: string): string {
   return JSON.stringify(masked.length > 40 ? `${masked.slice(0, 39)}…` : masked);
 }
 
+/**
+ * The reader decodes bytes that are not UTF-8 as U+FFFD, which no id, reason or scope allows; the
+ * cause to fix is then the file's encoding (a Latin-1 or Windows export), not the value.
+ */
+function encodingHint(value: string): string {
+  return value.includes('\uFFFD') ? '; the file has bytes here that are not UTF-8: export it as UTF-8' : '';
+}
+
 /** True when every field of the record is empty or blank: a line that carries nothing. */
 export function isBlankRecord(fields: readonly string[]): boolean {
   for (let i = 0; i < fields.length; i++) {
@@ -143,7 +151,7 @@ export function validateRow(
     const upper = scopeText.toUpperCase();
     if (upper === 'CARD') scope = 'CARD';
     else if (upper === 'CONSUMER') scope = 'CONSUMER';
-    else return `scope: ${show(scopeText)} is not CARD or CONSUMER`;
+    else return `scope: ${show(scopeText)} is not CARD or CONSUMER${encodingHint(scopeText)}`;
   }
 
   let targetId: string;
@@ -154,10 +162,10 @@ export function validateRow(
         : 'card_id: missing (a CARD row needs the D1 card id)';
     }
     if (!CARD_ID.test(cardId)) {
-      return `card_id: ${show(cardId)} is not a D1 card id (1-48 of A-Z a-z 0-9 _ -)`;
+      return `card_id: ${show(cardId)} is not a D1 card id (1-48 of A-Z a-z 0-9 _ -)${encodingHint(cardId)}`;
     }
     if (consumerId !== '' && !CONSUMER_ID.test(consumerId)) {
-      return `consumer_id: ${show(consumerId)} is not a D1 consumer id (1-64 of A-Z a-z 0-9 _ -)`;
+      return `consumer_id: ${show(consumerId)} is not a D1 consumer id (1-64 of A-Z a-z 0-9 _ -)${encodingHint(consumerId)}`;
     }
     targetId = cardId;
   } else {
@@ -167,7 +175,7 @@ export function validateRow(
         : 'consumer_id: missing (a CONSUMER row needs the D1 consumer id)';
     }
     if (!CONSUMER_ID.test(consumerId)) {
-      return `consumer_id: ${show(consumerId)} is not a D1 consumer id (1-64 of A-Z a-z 0-9 _ -)`;
+      return `consumer_id: ${show(consumerId)} is not a D1 consumer id (1-64 of A-Z a-z 0-9 _ -)${encodingHint(consumerId)}`;
     }
     targetId = consumerId;
   }
@@ -176,7 +184,7 @@ export function validateRow(
   if (reasonText === '') return 'reason: missing';
   const reason = reasonText.toUpperCase();
   if (!ctx.reasons.has(reason)) {
-    return `reason: ${show(reasonText)} is not one of the configured reasons (${ctx.reasonList})`;
+    return `reason: ${show(reasonText)} is not one of the configured reasons (${ctx.reasonList})${encodingHint(reasonText)}`;
   }
 
   let eventTime: string | null = null;

@@ -4,6 +4,7 @@ import type { CommandModule } from 'yargs';
 import { configPath, loadConfig } from '../config.js';
 import { loadPrivateKey } from '../d1/keys.js';
 import { EXIT, JobError } from '../errors.js';
+import { redactText } from '../log.js';
 import { loadScenarioFile, makeSimCerts, startSimulator, type SimIssuer } from '../sim/index.js';
 
 interface Args {
@@ -47,7 +48,7 @@ export const simModule: CommandModule<object, Args> = {
       process.once('SIGINT', shutdown);
       process.once('SIGTERM', shutdown);
     } catch (err) {
-      process.stderr.write(`d1-optout sim: ${(err as Error).message}\n`);
+      process.stderr.write(`d1-optout sim: ${redactText((err as Error).message)}\n`);
       process.exit(err instanceof JobError ? err.exitCode : EXIT.USAGE);
     }
   },

@@ -18,9 +18,17 @@ function str(v: unknown): string | null {
   return typeof v === 'string' && v !== '' ? v : null;
 }
 
+/**
+ * Masks, then cuts: cutting first could leave part of a card number or token too short to be
+ * recognised, and in clear. The generous first cut only bounds the work on a huge body.
+ */
+export function safeCut(text: string, max: number): string {
+  return redactText(text.slice(0, max + 1000)).slice(0, max);
+}
+
 /** A short excerpt of a body that is not JSON, safe for a report: no token, no card number, one line. */
 function excerpt(body: string): string {
-  return redactText(body.replace(/\s+/g, ' ').trim().slice(0, 100)) || '(empty body)';
+  return safeCut(body.replace(/\s+/g, ' ').trim(), 100) || '(empty body)';
 }
 
 /**
@@ -41,7 +49,7 @@ export function classifyResponse(res: WireResponse, alreadyOptedOutCodes: readon
     operationStatus: json ? str(json['status']) : null,
     errorCode,
     // D1's texts are informational and may echo what they were sent: masked like everything else.
-    error: json ? (str(json['error']) ? redactText(str(json['error'])!.slice(0, 200)) : null) : res.body ? excerpt(res.body) : null,
+    error: json ? (str(json['error']) ? safeCut(str(json['error'])!, 200) : null) : res.body ? excerpt(res.body) : null,
     retryAfterMs: null as number | null,
   };
 

@@ -1,5 +1,5 @@
 import { createPrivateKey, type KeyObject } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync, type Stats } from 'node:fs';
 import { UsageError } from '../errors.js';
 
 /**
@@ -7,12 +7,14 @@ import { UsageError } from '../errors.js';
  * group or others can read: whoever reads it can remove cards from Click to Pay.
  */
 export function loadPrivateKey(path: string): KeyObject {
-  let mode: number;
+  let stat: Stats;
   try {
-    mode = statSync(path).mode;
+    stat = statSync(path);
   } catch (err) {
     throw new UsageError(`config key d1.privateKeyFile: ${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
+  if (!stat.isFile()) throw new UsageError(`config key d1.privateKeyFile: ${path} is not a file; expected the path of an EC P-256 PEM key`);
+  const mode = stat.mode;
   if ((mode & 0o077) !== 0) {
     throw new UsageError(
       `config key d1.privateKeyFile: ${path} is readable by group or others (mode ${(mode & 0o777).toString(8)}); run chmod 600 on it`,

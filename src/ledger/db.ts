@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { chmodSync, closeSync, existsSync, openSync, readSync } from 'node:fs';
+import { UsageError } from '../errors.js';
+import { ensurePrivateFile } from '../private-file.js';
 import { MIGRATIONS } from './migrations.js';
 
 export type Db = Database.Database;
@@ -14,6 +15,7 @@ export interface OpenOptions {
 export function openDb(path: string, opts: OpenOptions = {}): Db {
   if (opts.readonly) {
     if (!existsSync(path)) throw new Error(`ledger ${path} does not exist yet: no batch has run against it`);
+    refuseOtherFile(path);
     const db = new Database(path, { readonly: true, fileMustExist: true });
     db.pragma('busy_timeout = 5000');
     const version = db.pragma('user_version', { simple: true }) as number;
@@ -23,8 +25,8 @@ export function openDb(path: string, opts: OpenOptions = {}): Db {
     }
     return db;
   }
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  if (!existsSync(path)) closeSync(openSync(path, 'a', 0o600));
+  refuseOtherFile(path);
+  ensurePrivateFile(path, 'config key ledger');
   const db = new Database(path);
   // WAL lets status/show read while a run writes; FULL makes every commit durable, because a lost
   // success is a card opted out twice and a lost attempt is an audit question nobody can answer.
@@ -32,11 +34,37 @@ export function openDb(path: string, opts: OpenOptions = {}): Db {
   db.pragma('synchronous = FULL');
   db.pragma('foreign_keys = ON');
   db.pragma('busy_timeout = 5000');
+  // SQLite gives a new -wal/-shm the database file's mode; one left by a crash keeps its own.
   for (const suffix of ['-wal', '-shm']) {
     if (existsSync(path + suffix)) chmodSync(path + suffix, 0o600);
   }
   migrate(db);
   return db;
+}
+
+const SQLITE_HEADER = Buffer.from('SQLite format 3\0', 'latin1');
+
+/**
+ * A `ledger` setting that points at some other file (a card file, the config) is a config
+ * mistake: refused with exit 2 before the file is touched, not a crash half-way through opening it.
+ * A missing or empty file is a ledger yet to be made.
+ */
+function refuseOtherFile(path: string): void {
+  let head: Buffer;
+  try {
+    const fd = openSync(path, 'r');
+    try {
+      head = Buffer.alloc(SQLITE_HEADER.length);
+      head = head.subarray(0, readSync(fd, head, 0, head.length, 0));
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return; // missing or unreadable: creating or opening it reports that
+  }
+  if (head.length > 0 && !head.equals(SQLITE_HEADER)) {
+    throw new UsageError(`config key ledger: ${path} is not a SQLite database, so it is no d1-optout ledger; check the path`);
+  }
 }
 
 /**
@@ -46,6 +74,7 @@ export function openDb(path: string, opts: OpenOptions = {}): Db {
 export function openCopy(path: string): Db {
   let db: Db;
   if (existsSync(path)) {
+    refuseOtherFile(path);
     const src = new Database(path, { readonly: true, fileMustExist: true });
     try {
       const image = src.serialize();
@@ -67,7 +96,7 @@ export function openCopy(path: string): Db {
 function migrate(db: Db): void {
   const version = db.pragma('user_version', { simple: true }) as number;
   if (version > MIGRATIONS.length) {
-    throw new Error(`ledger schema version ${version} is newer than this build knows (${MIGRATIONS.length}); use a newer d1-optout`);
+    throw new UsageError(`ledger schema version ${version} is newer than this build knows (${MIGRATIONS.length}); use a newer d1-optout`);
   }
   for (let v = version; v < MIGRATIONS.length; v++) {
     const sql = MIGRATIONS[v]!;
