@@ -251,6 +251,67 @@ export interface BatchSummary {
     throttledMs: number;
     http429: number;
     lowestRps: number | null;
+    /** Opt-out requests per second between the first and the last one sent (429 pauses included); null before any was sent. */
+    achievedRps: number | null;
+    /** The most requests (opt-outs and polls) started in any one calendar second. */
+    peakRps: number;
   };
   reportDir: string;
+}
+
+/** Requests a batch started in one calendar second (UTC), from the ledger's attempts: the rate chart's data. */
+export interface RequestSecond {
+  /** `YYYY-MM-DDTHH:MM:SS`, UTC. */
+  second: string;
+  requests: number;
+  http429: number;
+}
+
+/** One line of `status`: a batch at a glance. Counts add the input rows and the carried-over targets. */
+export interface BatchOverview {
+  id: string;
+  kind: BatchKind;
+  parent: string | null;
+  startedAt: string;
+  endedAt: string | null;
+  durationMs: number | null;
+  status: BatchStatus;
+  rows: BatchSummary['rows'];
+  outcomes: Partial<Record<Outcome, number>>;
+  carriedOver: Partial<Record<Outcome, number>>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Progress (what the pipeline tells a progress display; src/report/progress.ts draws it)
+
+export type ProgressStage = 'read' | 'send' | 'poll';
+
+/** What D1 has been sent so far by this process, as the shared rate limiter counts it. */
+export interface RequestCounters {
+  requests: number;
+  http429: number;
+  throttledMs: number;
+}
+
+/**
+ * One step of a batch. Counts are increments, except `to-send`, so that several batches polled
+ * at once (`d1-optout poll`) add up on one display.
+ */
+export type ProgressEvent =
+  | { type: 'batch'; batchId: string }
+  /** Reading starts with this many input files. */
+  | { type: 'files'; files: number }
+  /** Rows now committed to the ledger; `fileDone` when a file is finished or skipped as seen before. */
+  | { type: 'rows'; rows: number; rejected: number; fileDone: boolean }
+  /** Targets this batch still has to send: fewer once a consumer opt-out has covered some cards. */
+  | { type: 'to-send'; targets: number }
+  /** One target has its answer for this batch, retries included. */
+  | { type: 'sent'; d1: RequestCounters }
+  /** More PENDING operations to poll. */
+  | { type: 'to-poll'; operations: number }
+  /** One Get Operation answer; `settled` when the operation is final. */
+  | { type: 'polled'; settled: boolean; d1: RequestCounters };
+
+export interface ProgressListener {
+  on(event: ProgressEvent): void;
 }

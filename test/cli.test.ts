@@ -39,6 +39,54 @@ describe('d1-optout command line', () => {
     expect(missing.code).toBe(2);
   });
 
+  it('status is an aligned table of recent batches; show is a card\'s timeline across batches; the summary has the run\'s figures', async () => {
+    world = await makeWorld({ scenario: { answers: { 'CARD-S2': { status: 503, body: { errorCode: 'UNAVAILABLE', error: 'try later' }, times: 1 } } }, config: { rate: { maxAttempts: 1 } } });
+    const a = world.file('a.csv', csv(HEADER, ['CARD-S1,,CLOSED,', 'CARD-S2,,FRAUD,', 'CARD-S1,,CLOSED,', 'CARD-S3,,BAD,']));
+    const run = await runCli(['run', '--config', world.configFile, a]);
+    expect(run.code).toBe(1);
+    for (const figure of ['Rejected rows', 'Duration', 'D1 requests', 'Achieved rate', '429 answers', 'Time paused']) {
+      expect(run.stdout).toMatch(new RegExp(`^  ${figure} +\\S`, 'm'));
+    }
+    expect(run.stdout).toMatch(/^ {2}Rejected rows +1 +see rejects\.csv$/m);
+    expect(run.stdout).toMatch(/^Report: \S+\/report\.html /m);
+    const batchId = /Batch (\S+) \(run\)/.exec(run.stdout)![1]!;
+    const rerun = await runCli(['rerun', '--last', '--config', world.configFile]);
+    expect(rerun.code).toBe(0);
+    expect(rerun.stdout).toMatch(/^Next: nothing to do/m);
+    const rerunId = /Batch (\S+) \(rerun of /.exec(rerun.stdout)![1]!;
+
+    const status = await runCli(['status', '--config', world.configFile]);
+    expect(status.code).toBe(0);
+    const [header, ...rest] = status.stdout.split('\n');
+    const rows = rest.slice(0, 2);
+    expect(header).toMatch(/^BATCH +KIND +PARENT +STARTED \(UTC\) +DURATION +STATUS +ROWS +REJECTED +OPTED_OUT +FAIL_RETRY +SKIP_DUP$/);
+    expect(rows[0]).toMatch(new RegExp(`^${rerunId} +rerun +${batchId} +\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d +\\d+\\.\\d s +COMPLETED +0 +0 +1 +0 +0$`));
+    expect(rows[1]).toMatch(new RegExp(`^${batchId} +run +- +\\S+ \\S+ +\\d+\\.\\d s +COMPLETED_WITH_FAILURES +4 +1 +1 +1 +1$`));
+    // Aligned: text columns start, number columns end, where their heading does.
+    const starts = ['BATCH', 'KIND', 'PARENT', 'STARTED', 'STATUS'].map((h) => header!.indexOf(h));
+    const ends = ['DURATION', 'ROWS', 'REJECTED', 'OPTED_OUT', 'FAIL_RETRY', 'SKIP_DUP'].map((h) => header!.indexOf(h) + h.length);
+    for (const row of rows) {
+      for (const at of starts) expect(row![at - 1] ?? ' ', row).toBe(' ');
+      for (const at of starts) expect(row![at], row).not.toBe(' ');
+      for (const at of ends) expect([row![at - 1] !== ' ', row![at] ?? ' '], row).toEqual([true, ' ']);
+    }
+    expect(status.stdout).toContain('FAIL_RETRY=FAILED_RETRYABLE');
+    expect(status.stdout).toContain(`Details: d1-optout status --batch ${rerunId}`);
+    const json = JSON.parse((await runCli(['status', '--json', '--config', world.configFile])).stdout) as { batches: { id: string; parent: string | null; durationMs: number }[] };
+    expect(json.batches.map((b) => [b.id, b.parent])).toEqual([[rerunId, batchId], [batchId, null]]);
+    expect(json.batches[0]!.durationMs).toBeGreaterThanOrEqual(0);
+
+    const show = await runCli(['show', 'CARD-S2', '--config', world.configFile]);
+    expect(show.code).toBe(0);
+    const lines = show.stdout.split('\n');
+    const first = lines.findIndex((l) => l.includes(`batch ${batchId} (run, started `));
+    const second = lines.findIndex((l) => l.includes(`batch ${rerunId} (rerun, started `));
+    expect(first).toBeGreaterThan(0);
+    expect(second).toBeGreaterThan(first);
+    expect(lines.slice(first, second).join('\n')).toMatch(new RegExp(`${a}:3 \\(FRAUD\\) -> FAILED_RETRYABLE\\n +\\S+ \\S+ +OPT_OUT +HTTP 503 UNAVAILABLE try later +\\[retryable\\] +correlation \\S+`));
+    expect(lines.slice(second).join('\n')).toMatch(new RegExp(`carry-over:${batchId} -> OPTED_OUT\\n +\\S+ \\S+ +OPT_OUT +HTTP 200 SUCCESSFUL +operation \\S+ +\\[done\\] +correlation \\S+`));
+  });
+
   it('run: exit 1 with failures, naming the rerun command', async () => {
     world = await makeWorld({ scenario: { fail5xxRate: 1 }, config: { rate: { maxAttempts: 1 } } });
     const run = await runCli(['run', '--config', world.configFile, world.file('a.csv', csv(HEADER, ['CARD-F,,CLOSED,']))]);

@@ -3,6 +3,12 @@ import { finishBatch, type BatchResult } from './finish.js';
 import { pollPending } from './poll.js';
 import { submitScope } from './submit.js';
 
+/** The batch's items whose target is still queued: what is left to send. */
+function stillToSend(ctx: BatchContext): number {
+  const { rows, carriedOver } = ctx.ledger.items.counts(ctx.batchId);
+  return (rows.NOT_ATTEMPTED ?? 0) + (carriedOver.NOT_ATTEMPTED ?? 0);
+}
+
 /**
  * The D1 half of a batch, shared by run and rerun: consumers first (an opted-out consumer takes
  * its cards along, DESIGN.md §3 rule 3), then the cards still needed, then the pending polls.
@@ -10,6 +16,7 @@ import { submitScope } from './submit.js';
 export async function executeBatch(ctx: BatchContext): Promise<BatchResult> {
   const { ledger, batchId, log } = ctx;
   try {
+    ctx.progress.on({ type: 'to-send', targets: stillToSend(ctx) });
     await submitScope(ctx, 'CONSUMER');
     ledger.committer.flush();
     const covered = ledger.tx(() => {
@@ -17,6 +24,7 @@ export async function executeBatch(ctx: BatchContext): Promise<BatchResult> {
       return ledger.items.coverCardsInBatch(batchId);
     });
     if (covered > 0) log.info(`${covered} card row(s) covered by a consumer opted out in this batch; not called`);
+    ctx.progress.on({ type: 'to-send', targets: stillToSend(ctx) });
     await submitScope(ctx, 'CARD');
     await pollPending(ctx, ctx.config.pending.maxWaitMs);
   } catch (err) {

@@ -2,7 +2,8 @@ import { fileSha256, readCardFile } from '../cards/index.js';
 import type { Ledger } from '../ledger/index.js';
 import { admitRow } from './dedupe.js';
 import type { Logger } from '../log.js';
-import type { CardRow, Config, InputSummary, RejectRow } from '../types.js';
+import type { CardRow, Config, InputSummary, ProgressListener, RejectRow } from '../types.js';
+import { NO_PROGRESS } from './context.js';
 
 /** Rows per transaction: large enough that SQLite's per-commit cost vanishes, small enough to bound a lost chunk. */
 const ROWS_PER_TX = 10_000;
@@ -11,6 +12,7 @@ export interface IngestOptions {
   force: boolean;
   /** Called once a file's rows are committed (or it was seen before), e.g. to move it to the archive. */
   onFileDone?: (path: string, input: InputSummary) => void;
+  progress?: ProgressListener;
 }
 
 /**
@@ -26,6 +28,8 @@ export async function ingestFiles(
   opts: IngestOptions,
 ): Promise<InputSummary[]> {
   const inputs: InputSummary[] = [];
+  const progress = opts.progress ?? NO_PROGRESS;
+  progress.on({ type: 'files', files: files.length });
   for (const [ord, path] of files.entries()) {
     const sha256 = await fileSha256(path);
     const seen = ledger.files.findIngested(sha256);
@@ -35,6 +39,7 @@ export async function ingestFiles(
       const input = { path, sha256, rows: 0, rejected: 0, seenBefore: true, firstBatchId: seen.firstBatchId };
       inputs.push(input);
       opts.onFileDone?.(path, input);
+      progress.on({ type: 'rows', rows: 0, rejected: 0, fileDone: true });
       continue;
     }
     ledger.tx(() => {
@@ -55,6 +60,8 @@ export async function ingestFiles(
         for (const rej of j) ledger.items.insertReject(batchId, ord, rej);
         alsoInSameTx?.();
       });
+      // Only a file's last commit carries its INGESTED mark.
+      progress.on({ type: 'rows', rows: r.length + j.length, rejected: j.length, fileDone: alsoInSameTx !== undefined });
     };
     for await (const chunk of readCardFile(path, { delimiter: config.input.delimiter, reasons: config.input.reasons })) {
       for (const entry of chunk) {

@@ -1,5 +1,5 @@
 import type { D1Answer, TargetRecord, TargetState } from '../types.js';
-import type { BatchContext } from './context.js';
+import { requestCounters, type BatchContext } from './context.js';
 import { gaveUpNote, recordAnswer } from './submit.js';
 
 const PAGE = 500;
@@ -20,18 +20,31 @@ function stateAfterPoll(a: D1Answer, t: TargetRecord, maxAcrossRuns: number): { 
   return { state: 'PENDING' };
 }
 
-async function pollTarget(ctx: BatchContext, t: TargetRecord): Promise<void> {
+/** Polls one target; returns its new state, or null when the run stopped before the request left. */
+async function pollTarget(ctx: BatchContext, t: TargetRecord): Promise<TargetState | null> {
   if (!t.operationId) {
     ctx.ledger.committer.soon(() =>
       ctx.ledger.targets.setState(t.pk, 'FAILED_RETRYABLE', 'D1 answered PENDING without an operationId; the next run sends the opt-out again'),
     );
-    return;
+    return 'FAILED_RETRYABLE';
   }
   const a = await ctx.client.getOperation(t.scope, t.targetId, t.operationId, () => ctx.stop.stopped);
-  if (!a) return;
+  if (!a) return null;
   const { state, note } = stateAfterPoll(a, t, ctx.config.rate.maxAttemptsAcrossRuns);
   // Keep the operation id D1 gave with the opt-out; a Get Operation answer only echoes it.
   recordAnswer(ctx, t, { ...a, operationId: a.operationId ?? t.operationId }, state, 'GET_OPERATION', note);
+  return state;
+}
+
+/** This batch's PENDING targets, a page at a time (each page read when asked for). */
+function* pendingPages(ctx: BatchContext): Generator<TargetRecord[]> {
+  for (let cursor = 0; ; ) {
+    const page = ctx.ledger.targets.pending(ctx.batchId, cursor, PAGE);
+    const last = page[page.length - 1];
+    if (!last) return;
+    cursor = last.pk;
+    yield page;
+  }
 }
 
 /**
@@ -41,6 +54,10 @@ async function pollTarget(ctx: BatchContext, t: TargetRecord): Promise<void> {
 export async function pollPending(ctx: BatchContext, maxWaitMs: number): Promise<void> {
   const deadline = Date.now() + maxWaitMs;
   const interval = ctx.config.pending.pollIntervalMs;
+  ctx.ledger.committer.flush();
+  let operations = 0;
+  for (const page of pendingPages(ctx)) operations += page.length;
+  if (operations > 0) ctx.progress.on({ type: 'to-poll', operations });
   for (;;) {
     ctx.ledger.committer.flush();
     if (ctx.stop.stopped) return;
@@ -49,12 +66,13 @@ export async function pollPending(ctx: BatchContext, maxWaitMs: number): Promise
     if (ctx.ledger.targets.pending(ctx.batchId, 0, 1).length === 0) return;
     await ctx.stop.sleep(Math.min(interval, remaining));
     if (ctx.stop.stopped) return;
-    for (let cursor = 0; ; ) {
-      const page = ctx.ledger.targets.pending(ctx.batchId, cursor, PAGE);
-      const last = page[page.length - 1];
-      if (!last) break;
-      cursor = last.pk;
-      await Promise.all(page.map((t) => pollTarget(ctx, t)));
+    for (const page of pendingPages(ctx)) {
+      await Promise.all(
+        page.map(async (t) => {
+          const state = await pollTarget(ctx, t);
+          if (state) ctx.progress.on({ type: 'polled', settled: state !== 'PENDING', d1: requestCounters(ctx) });
+        }),
+      );
       if (ctx.stop.stopped) return;
     }
   }

@@ -2,7 +2,8 @@ import { UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { buildSummary, hasFailures } from '../report/summary.js';
 import { writeReport } from '../report/write.js';
-import type { BatchSummary, Config } from '../types.js';
+import type { BatchSummary, Config, ProgressListener } from '../types.js';
+import { NO_PROGRESS } from './context.js';
 import { pollPending } from './poll.js';
 import { openSession } from './session.js';
 import type { StopSignal } from './stop.js';
@@ -17,8 +18,9 @@ export async function pollCommand(
   opts: { batch: string | null; waitMs: number },
   log: Logger,
   stop: StopSignal,
+  progress: ProgressListener = NO_PROGRESS,
 ): Promise<BatchSummary[]> {
-  const session = await openSession(config, 'poll', log, stop);
+  const session = await openSession(config, 'poll', log, stop, progress);
   try {
     const { ledger } = session;
     const owners = ledger.targets.batchesWithPending().filter((b) => opts.batch === null || b === opts.batch);

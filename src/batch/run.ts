@@ -5,8 +5,9 @@ import { UsageError } from '../errors.js';
 import { Ledger } from '../ledger/index.js';
 import type { Logger } from '../log.js';
 import { buildSummary } from '../report/summary.js';
-import type { BatchSummary, Config, InputSummary } from '../types.js';
+import type { BatchSummary, Config, InputSummary, ProgressListener } from '../types.js';
 import { newBatchId } from './batch-id.js';
+import { NO_PROGRESS } from './context.js';
 import { executeBatch } from './execute.js';
 import type { BatchResult } from './finish.js';
 import { ingestFiles } from './ingest.js';
@@ -85,11 +86,12 @@ async function ingestAndPlan(
   files: string[],
   config: Config,
   log: Logger,
-  opts: { force: boolean; carry: CarrySource; onFileDone?: (path: string, input: InputSummary) => void },
+  opts: { force: boolean; carry: CarrySource; onFileDone?: (path: string, input: InputSummary) => void; progress: ProgressListener },
 ): Promise<void> {
   ledger.batches.create(batchId, 'run', null);
+  opts.progress.on({ type: 'batch', batchId });
   ledger.tx(() => ledger.targets.settleCoveredCards(null));
-  await ingestFiles(ledger, batchId, files, config, log, { force: opts.force, onFileDone: opts.onFileDone });
+  await ingestFiles(ledger, batchId, files, config, log, { force: opts.force, onFileDone: opts.onFileDone, progress: opts.progress });
   const { carriedOver } = planBatch(ledger, batchId, opts.carry);
   if (carriedOver > 0) log.info(`${carriedOver} target(s) carried over from earlier batches`);
 }
@@ -98,7 +100,13 @@ async function ingestAndPlan(
  * `d1-optout run`: files → rows → ledger → plan → D1 → ledger → report. Every input file is
  * checked before anything is written, so an unreadable file means nothing was done (exit 2).
  */
-export async function runBatch(config: Config, opts: RunOptions, log: Logger, stop: StopSignal): Promise<BatchResult | DryRunResult> {
+export async function runBatch(
+  config: Config,
+  opts: RunOptions,
+  log: Logger,
+  stop: StopSignal,
+  progress: ProgressListener = NO_PROGRESS,
+): Promise<BatchResult | DryRunResult> {
   const files = opts.inbox ? inboxFiles(opts.inbox.dir) : opts.files;
   for (const f of files) await inspectCardFile(f, { delimiter: config.input.delimiter });
   const carry: CarrySource = opts.carryOver ? { kind: 'all' } : { kind: 'none' };
@@ -107,7 +115,7 @@ export async function runBatch(config: Config, opts: RunOptions, log: Logger, st
     const copy = Ledger.copyOf(config.ledger);
     try {
       const batchId = uniqueBatchId(copy);
-      await ingestAndPlan(copy, batchId, files, config, log, { force: opts.force, carry });
+      await ingestAndPlan(copy, batchId, files, config, log, { force: opts.force, carry, progress });
       copy.items.coverCardsInBatch(batchId);
       return { dryRun: true, summary: buildSummary(copy, batchId, config.reportsDir) };
     } finally {
@@ -115,7 +123,7 @@ export async function runBatch(config: Config, opts: RunOptions, log: Logger, st
     }
   }
 
-  const session = await openSession(config, 'run', log, stop);
+  const session = await openSession(config, 'run', log, stop, progress);
   try {
     const batchId = uniqueBatchId(session.ledger);
     const batchLog = log.child({ batchId });
@@ -126,6 +134,7 @@ export async function runBatch(config: Config, opts: RunOptions, log: Logger, st
         force: opts.force,
         carry,
         onFileDone: inbox ? (path) => archiveFile(path, inbox.archive, batchId, batchLog) : undefined,
+        progress,
       });
     } catch (err) {
       // The files were all readable a moment ago (inspected): this is a failure mid-way, so the
@@ -148,7 +157,13 @@ export interface RerunOptions {
 }
 
 /** `d1-optout rerun`: a new batch whose items are what a parent batch left undone. */
-export async function rerunBatch(config: Config, opts: RerunOptions, log: Logger, stop: StopSignal): Promise<BatchResult | DryRunResult> {
+export async function rerunBatch(
+  config: Config,
+  opts: RerunOptions,
+  log: Logger,
+  stop: StopSignal,
+  progress: ProgressListener = NO_PROGRESS,
+): Promise<BatchResult | DryRunResult> {
   const pickParent = (ledger: Ledger): string => {
     const parent = opts.last ? ledger.batches.list(20).find((b) => b.kind === 'run' || b.kind === 'rerun') : opts.batch ? ledger.batches.get(opts.batch) : undefined;
     if (!parent) throw new UsageError(opts.last ? 'there is no batch to rerun yet' : `no batch ${opts.batch ?? ''} in the ledger (see d1-optout status)`);
@@ -174,13 +189,14 @@ export async function rerunBatch(config: Config, opts: RerunOptions, log: Logger
     }
   }
 
-  const session = await openSession(config, 'rerun', log, stop);
+  const session = await openSession(config, 'rerun', log, stop, progress);
   try {
     const parentId = pickParent(session.ledger);
     const batchId = uniqueBatchId(session.ledger);
     const batchLog = log.child({ batchId });
     const fresh = session.ledger.tx(() => plan(session.ledger, batchId, parentId));
     batchLog.info(`rerun ${batchId} of batch ${parentId} started`);
+    progress.on({ type: 'batch', batchId });
     const ctx = session.context(batchId, batchLog);
     for (const pk of fresh) ctx.freshBudget.add(pk);
     return await executeBatch(ctx);

@@ -2,8 +2,8 @@ import { D1Client } from '../d1/client.js';
 import { Ledger } from '../ledger/index.js';
 import type { Logger } from '../log.js';
 import { RateLimiter } from '../throttle/limiter.js';
-import type { Config } from '../types.js';
-import type { BatchContext } from './context.js';
+import type { Config, ProgressListener } from '../types.js';
+import { NO_PROGRESS, type BatchContext } from './context.js';
 import { recoverAbandoned } from './recover.js';
 import { CircuitBreaker, type StopSignal } from './stop.js';
 
@@ -21,7 +21,7 @@ export interface Session {
  * process left behind. The private key is loaded first: a bad key stops the job before it touches
  * the ledger.
  */
-export async function openSession(config: Config, command: string, log: Logger, stop: StopSignal): Promise<Session> {
+export async function openSession(config: Config, command: string, log: Logger, stop: StopSignal, progress: ProgressListener = NO_PROGRESS): Promise<Session> {
   const limiter = new RateLimiter({ requestsPerSecond: config.rate.requestsPerSecond, concurrency: config.rate.concurrency, maxPauseMs: config.rate.backoffMaxMs });
   const client = new D1Client(config.d1, limiter, undefined, config.rate.concurrency);
   stop.onStop(() => limiter.interrupt());
@@ -44,7 +44,7 @@ export async function openSession(config: Config, command: string, log: Logger, 
       ledger: open,
       client,
       limiter,
-      context: (batchId, batchLog) => ({ batchId, config, ledger: open, client, limiter, log: batchLog, stop, breaker, freshBudget: new Set() }),
+      context: (batchId, batchLog) => ({ batchId, config, ledger: open, client, limiter, log: batchLog, stop, breaker, freshBudget: new Set(), progress }),
       close: () => {
         try {
           open.committer.flush();

@@ -1,6 +1,6 @@
 import { backoffMs } from '../throttle/backoff.js';
 import type { AttemptKind, D1Answer, Scope, TargetRecord, TargetState } from '../types.js';
-import type { BatchContext } from './context.js';
+import { requestCounters, type BatchContext } from './context.js';
 
 const PAGE = 500;
 
@@ -95,7 +95,10 @@ export async function submitScope(ctx: BatchContext, scope: Scope): Promise<void
     return page.shift();
   };
   const workers = Array.from({ length: ctx.config.rate.concurrency * 2 }, async () => {
-    for (let t = next(); t; t = next()) await submitTarget(ctx, t);
+    for (let t = next(); t; t = next()) {
+      await submitTarget(ctx, t);
+      ctx.progress.on({ type: 'sent', d1: requestCounters(ctx) });
+    }
   });
   await Promise.all(workers);
   ctx.ledger.committer.flush();

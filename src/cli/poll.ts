@@ -1,11 +1,12 @@
 import type { CommandModule } from 'yargs';
 import { pollCommand } from '../batch/refresh.js';
 import { EXIT } from '../errors.js';
-import { configOption, jsonOption, runCommand, type CommonArgs } from './shared.js';
+import { configOption, jsonOption, quietOption, runCommand, withProgress, type CommonArgs } from './shared.js';
 
 interface Args extends CommonArgs {
   batch?: string;
   wait: number;
+  quiet: boolean;
 }
 
 export const pollModule: CommandModule<object, Args> = {
@@ -16,13 +17,15 @@ export const pollModule: CommandModule<object, Args> = {
       ...configOption,
       batch: { type: 'string', describe: "only this batch's pending targets" },
       wait: { type: 'number', default: 60, describe: 'give up polling after this many seconds (0: one pass)' },
+      ...quietOption,
       ...jsonOption,
     }) as never,
   handler: (args) =>
-    runCommand(args, { writesLog: true }, async ({ config, log, stop }) => {
+    runCommand(args, { writesLog: true }, async (env) => {
+      const { config, log, stop } = env;
       // A zero wait still makes one pass: the poller sleeps one interval before asking.
       const waitMs = Math.max(args.wait * 1000, config.pending.pollIntervalMs);
-      const summaries = await pollCommand(config, { batch: args.batch ?? null, waitMs }, log, stop);
+      const summaries = await withProgress(args.quiet, env, (progress) => pollCommand(config, { batch: args.batch ?? null, waitMs }, log, stop, progress));
       if (args.json) process.stdout.write(JSON.stringify(summaries, null, 2) + '\n');
       else if (summaries.length === 0) process.stdout.write('No pending opt-outs.\n');
       else

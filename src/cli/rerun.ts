@@ -1,14 +1,17 @@
 import type { CommandModule } from 'yargs';
 import { rerunBatch } from '../batch/run.js';
 import { EXIT } from '../errors.js';
+import { checkMetricsPath } from '../report/metrics.js';
 import { formatSummary } from '../report/terminal.js';
-import { configOption, jsonOption, runCommand, type CommonArgs } from './shared.js';
+import { configOption, jsonOption, metricsOption, quietOption, runCommand, withProgress, writeMetrics, type CommonArgs } from './shared.js';
 
 interface Args extends CommonArgs {
   batch?: string;
   last: boolean;
   'include-permanent': boolean;
   'dry-run': boolean;
+  quiet: boolean;
+  'metrics-file'?: string;
 }
 
 export const rerunModule: CommandModule<object, Args> = {
@@ -22,6 +25,8 @@ export const rerunModule: CommandModule<object, Args> = {
         last: { type: 'boolean', default: false, describe: 'rerun the most recent batch' },
         'include-permanent': { type: 'boolean', default: false, describe: 'also retry its permanent failures (after you fixed their cause)' },
         'dry-run': { type: 'boolean', default: false, describe: 'show what would be retried: no D1 call, no ledger write' },
+        ...quietOption,
+        ...metricsOption,
         ...jsonOption,
       })
       .check((a) => {
@@ -29,15 +34,23 @@ export const rerunModule: CommandModule<object, Args> = {
         return true;
       }) as never,
   handler: (args) =>
-    runCommand(args, { writesLog: !args['dry-run'] }, async ({ config, log, stop }) => {
-      const result = await rerunBatch(
-        config,
-        { batch: args.batch ?? null, last: args.last, includePermanent: args['include-permanent'], dryRun: args['dry-run'] },
-        log,
-        stop,
+    runCommand(args, { writesLog: !args['dry-run'] }, async (env) => {
+      const { config, log, stop } = env;
+      const metricsFile = args['dry-run'] ? undefined : args['metrics-file'];
+      if (metricsFile) checkMetricsPath(metricsFile);
+      const result = await withProgress(args.quiet, env, (progress) =>
+        rerunBatch(
+          config,
+          { batch: args.batch ?? null, last: args.last, includePermanent: args['include-permanent'], dryRun: args['dry-run'] },
+          log,
+          stop,
+          progress,
+        ),
       );
       const dryRun = 'dryRun' in result;
       process.stdout.write((args.json ? JSON.stringify(result.summary, null, 2) : formatSummary(result.summary, { dryRun })) + '\n');
-      return dryRun ? EXIT.OK : result.exitCode;
+      if (dryRun) return EXIT.OK;
+      if (metricsFile) writeMetrics(metricsFile, result.summary, result.exitCode, log);
+      return result.exitCode;
     }),
 };

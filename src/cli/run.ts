@@ -1,8 +1,9 @@
 import type { CommandModule } from 'yargs';
 import { runBatch } from '../batch/run.js';
 import { EXIT } from '../errors.js';
+import { checkMetricsPath } from '../report/metrics.js';
 import { formatSummary } from '../report/terminal.js';
-import { configOption, jsonOption, runCommand, type CommonArgs } from './shared.js';
+import { configOption, jsonOption, metricsOption, quietOption, runCommand, withProgress, writeMetrics, type CommonArgs } from './shared.js';
 
 interface Args extends CommonArgs {
   files?: string[];
@@ -11,6 +12,8 @@ interface Args extends CommonArgs {
   'dry-run': boolean;
   force: boolean;
   'carry-over': boolean;
+  quiet: boolean;
+  'metrics-file'?: string;
 }
 
 export const runModule: CommandModule<object, Args> = {
@@ -26,6 +29,8 @@ export const runModule: CommandModule<object, Args> = {
         'dry-run': { type: 'boolean', default: false, describe: 'show what would happen: no D1 call, no ledger write, no file moved' },
         force: { type: 'boolean', default: false, describe: 'read files again even if the ledger has ingested them before' },
         'carry-over': { type: 'boolean', default: true, describe: 'also retry targets earlier batches left unfinished (--no-carry-over to skip)' },
+        ...quietOption,
+        ...metricsOption,
         ...jsonOption,
       })
       .check((a) => {
@@ -34,22 +39,30 @@ export const runModule: CommandModule<object, Args> = {
         return true;
       }) as never,
   handler: (args) =>
-    runCommand(args, { writesLog: !args['dry-run'] }, async ({ config, log, stop }) => {
+    runCommand(args, { writesLog: !args['dry-run'] }, async (env) => {
+      const { config, log, stop } = env;
+      const metricsFile = args['dry-run'] ? undefined : args['metrics-file'];
+      if (metricsFile) checkMetricsPath(metricsFile);
       const inboxDir = args.inbox;
-      const result = await runBatch(
-        config,
-        {
-          files: args.files ?? [],
-          inbox: inboxDir ? { dir: inboxDir, archive: args.archive ?? config.archive } : null,
-          dryRun: args['dry-run'],
-          force: args.force,
-          carryOver: args['carry-over'],
-        },
-        log,
-        stop,
+      const result = await withProgress(args.quiet, env, (progress) =>
+        runBatch(
+          config,
+          {
+            files: args.files ?? [],
+            inbox: inboxDir ? { dir: inboxDir, archive: args.archive ?? config.archive } : null,
+            dryRun: args['dry-run'],
+            force: args.force,
+            carryOver: args['carry-over'],
+          },
+          log,
+          stop,
+          progress,
+        ),
       );
       const dryRun = 'dryRun' in result;
       process.stdout.write((args.json ? JSON.stringify(result.summary, null, 2) : formatSummary(result.summary, { dryRun })) + '\n');
-      return dryRun ? EXIT.OK : result.exitCode;
+      if (dryRun) return EXIT.OK;
+      if (metricsFile) writeMetrics(metricsFile, result.summary, result.exitCode, log);
+      return result.exitCode;
     }),
 };

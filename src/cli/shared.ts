@@ -2,7 +2,9 @@ import { configPath, loadConfig } from '../config.js';
 import { EXIT, JobError, type ExitCode } from '../errors.js';
 import { closeLogger, createLogger, logToFileOnly, redactText, type Logger } from '../log.js';
 import { StopSignal } from '../batch/stop.js';
-import type { Config } from '../types.js';
+import { formatMetrics, writeMetricsFile } from '../report/metrics.js';
+import { progressDisplay } from '../report/progress.js';
+import type { BatchSummary, Config, ProgressListener } from '../types.js';
 
 export interface CommonArgs {
   config?: string;
@@ -15,6 +17,14 @@ export const configOption = {
 
 export const jsonOption = {
   json: { type: 'boolean', default: false, describe: 'print the result as JSON on stdout, for scripts' },
+} as const;
+
+export const quietOption = {
+  quiet: { type: 'boolean', default: false, describe: 'no progress: neither bars on a terminal nor progress lines off one' },
+} as const;
+
+export const metricsOption = {
+  'metrics-file': { type: 'string', describe: 'write the run\'s figures here for the Prometheus textfile collector (not with --dry-run)' },
 } as const;
 
 export interface CommandEnv {
@@ -71,4 +81,23 @@ export async function runCommand(
   }
   if (log) await closeLogger(log);
   process.exit(code);
+}
+
+/** Runs `fn` with the progress display the terminal (or its absence) calls for, gone before the summary prints. */
+export async function withProgress<T>(quiet: boolean, env: CommandEnv, fn: (progress: ProgressListener) => Promise<T>): Promise<T> {
+  const display = progressDisplay({ quiet, everySec: env.config.log.progressEverySec, log: env.log });
+  try {
+    return await fn(display);
+  } finally {
+    display.stop();
+  }
+}
+
+/** The run's work is done and in the ledger: a metrics file that cannot be written is a warning, not a failed run. */
+export function writeMetrics(path: string, summary: BatchSummary, exitCode: ExitCode, log: Logger): void {
+  try {
+    writeMetricsFile(path, formatMetrics(summary, exitCode));
+  } catch (err) {
+    log.warn(`could not write the metrics file ${path}: ${(err as Error).message}`);
+  }
 }

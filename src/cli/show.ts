@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { EXIT, UsageError } from '../errors.js';
-import type { Scope } from '../types.js';
+import { formatTimeline, loadTimelines } from '../report/timeline.js';
 import { openReadonly } from './status.js';
 import { configOption, jsonOption, runCommand, type CommonArgs } from './shared.js';
 
@@ -17,30 +17,9 @@ export const showModule: CommandModule<object, Args> = {
     runCommand(args, { writesLog: false }, async ({ config }) => {
       const ledger = openReadonly(config.ledger);
       try {
-        const found = (['CARD', 'CONSUMER'] as Scope[]).flatMap((scope) => {
-          const target = ledger.targets.get(scope, args.id);
-          if (!target) return [];
-          return [{ scope, target, history: ledger.items.history(target.pk), attempts: ledger.attempts.forTarget(target.pk) }];
-        });
+        const found = loadTimelines(ledger, args.id);
         if (found.length === 0) throw new UsageError(`${args.id} is not in the ledger: no batch has seen it as a card or a consumer`);
-        if (args.json) {
-          process.stdout.write(JSON.stringify(found, null, 2) + '\n');
-          return EXIT.OK;
-        }
-        for (const f of found) {
-          const t = f.target;
-          process.stdout.write(`${f.scope} ${args.id}: ${t.state}${t.operationId ? `, operation ${t.operationId}` : ''}, ${t.attempts} opt-out request(s)${t.lastError ? `, last note: ${t.lastError}` : ''}, updated ${t.updatedAt}\n`);
-          if (t.consumerId) process.stdout.write(`  consumer: ${t.consumerId}\n`);
-          process.stdout.write('  In batches:\n');
-          for (const h of f.history) {
-            process.stdout.write(`    ${h.batchId}  ${h.outcome.padEnd(28)} ${h.sourceFile}${h.sourceLine ? `:${h.sourceLine}` : ''}${h.reason ? ` (${h.reason})` : ''}\n`);
-          }
-          if (f.attempts.length) process.stdout.write('  D1 requests:\n');
-          for (const a of f.attempts) {
-            const answer = [a.httpStatus ? `HTTP ${a.httpStatus}` : 'no answer', a.operationStatus, a.errorCode, a.error].filter(Boolean).join(' ');
-            process.stdout.write(`    ${a.startedAt}  ${a.batchId}  ${a.kind.padEnd(13)} ${answer}  [${a.class ?? '?'}] correlation ${a.correlationId}\n`);
-          }
-        }
+        process.stdout.write((args.json ? JSON.stringify(found, null, 2) : formatTimeline(args.id, found)) + '\n');
         return EXIT.OK;
       } finally {
         ledger.close();

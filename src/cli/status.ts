@@ -1,6 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { EXIT, UsageError } from '../errors.js';
 import { Ledger } from '../ledger/index.js';
+import { batchOverviews, formatStatus } from '../report/status.js';
 import { buildSummary } from '../report/summary.js';
 import { formatSummary } from '../report/terminal.js';
 import { configOption, jsonOption, runCommand, type CommonArgs } from './shared.js';
@@ -30,22 +31,9 @@ export const statusModule: CommandModule<object, Args> = {
           process.stdout.write((args.json ? JSON.stringify(s, null, 2) : formatSummary(s)) + '\n');
           return EXIT.OK;
         }
-        const rows = ledger.batches.list(args.limit).map((b) => {
-          const s = buildSummary(ledger, b.id, config.reportsDir);
-          return { id: b.id, kind: b.kind, parent: b.parentId, startedAt: b.startedAt, endedAt: b.endedAt, status: b.status, rows: s.rows, outcomes: s.outcomes, carriedOver: s.carriedOver };
-        });
-        if (args.json) {
-          process.stdout.write(JSON.stringify({ batches: rows, targets: ledger.targets.countByState() }, null, 2) + '\n');
-          return EXIT.OK;
-        }
-        if (rows.length === 0) process.stdout.write('No batches yet.\n');
-        for (const r of rows) {
-          const counts = Object.entries(r.outcomes).map(([k, v]) => `${k}=${v}`).join(' ');
-          const secs = r.endedAt ? `${((Date.parse(r.endedAt) - Date.parse(r.startedAt)) / 1000).toFixed(1)}s` : '-';
-          process.stdout.write(`${r.id}  ${r.kind.padEnd(5)} ${(r.parent ?? '').padEnd(20)} ${r.startedAt}  ${secs.padStart(7)}  ${r.status.padEnd(23)} ${counts}\n`);
-        }
-        const states = Object.entries(ledger.targets.countByState()).map(([k, v]) => `${k}=${v}`).join(' ');
-        process.stdout.write(`Targets in the ledger: ${states || 'none'}\n`);
+        const batches = batchOverviews(ledger, args.limit, config.reportsDir);
+        const targets = ledger.targets.countByState();
+        process.stdout.write((args.json ? JSON.stringify({ batches, targets }, null, 2) : formatStatus(batches, targets)) + '\n');
         return EXIT.OK;
       } finally {
         ledger.close();

@@ -1,4 +1,4 @@
-import type { AnswerClass, AttemptKind, AttemptRecord, D1Answer, Scope } from '../types.js';
+import type { AnswerClass, AttemptKind, AttemptRecord, D1Answer, RequestSecond, Scope } from '../types.js';
 import type { Db } from './db.js';
 
 interface AttemptRow {
@@ -24,6 +24,8 @@ export class Attempts {
   private readonly forTargetStmt;
   private readonly byStatusStmt;
   private readonly retriesStmt;
+  private readonly perSecondStmt;
+  private readonly optOutSpanStmt;
 
   constructor(db: Db) {
     this.insertStmt = db.prepare(
@@ -40,6 +42,14 @@ export class Attempts {
     );
     this.retriesStmt = db.prepare<[string], { sent: number; targets: number }>(
       `SELECT count(*) AS sent, count(DISTINCT target_pk) AS targets FROM attempts WHERE batch_id = ? AND kind = 'OPT_OUT'`,
+    );
+    // started_at is ISO 8601 with milliseconds; its first 19 characters name the second.
+    this.perSecondStmt = db.prepare<[string], RequestSecond>(
+      `SELECT substr(started_at, 1, 19) AS second, count(*) AS requests, coalesce(sum(http_status = 429), 0) AS http429
+         FROM attempts WHERE batch_id = ? GROUP BY 1 ORDER BY 1`,
+    );
+    this.optOutSpanStmt = db.prepare<[string], { n: number; first: string | null; last: string | null }>(
+      `SELECT count(*) AS n, min(started_at) AS first, max(started_at) AS last FROM attempts WHERE batch_id = ? AND kind = 'OPT_OUT'`,
     );
   }
 
@@ -84,6 +94,17 @@ export class Attempts {
     const out: Record<string, number> = {};
     for (const r of this.byStatusStmt.all(batchId)) out[String(r.http_status ?? 0)] = r.n;
     return out;
+  }
+
+  /** Requests started in each second of the batch that had any, in time order. */
+  perSecond(batchId: string): RequestSecond[] {
+    return this.perSecondStmt.all(batchId);
+  }
+
+  /** How many opt-out requests the batch sent, and when the first and the last of them started. */
+  optOutSpan(batchId: string): { requests: number; first: string | null; last: string | null } {
+    const r = this.optOutSpanStmt.get(batchId);
+    return { requests: r?.n ?? 0, first: r?.first ?? null, last: r?.last ?? null };
   }
 
   /** Opt-out requests beyond the first for each target in this batch. */

@@ -11,6 +11,8 @@ export function buildSummary(ledger: Ledger, batchId: string, reportsDir: string
   const rejected = inputs.reduce((n, i) => n + i.rejected, 0);
   const { rows, carriedOver } = ledger.items.counts(batchId);
   const requestsByStatus = ledger.attempts.requestsByStatus(batchId);
+  const span = ledger.attempts.optOutSpan(batchId);
+  const peakRps = ledger.attempts.perSecond(batchId).reduce((m, s) => Math.max(m, s.requests), 0);
   const stats = batch.stats as { throttledMs?: number; lowestRps?: number | null; tokenRequests?: number };
   return {
     batchId,
@@ -31,9 +33,26 @@ export function buildSummary(ledger: Ledger, batchId: string, reportsDir: string
       throttledMs: Math.round(stats.throttledMs ?? 0),
       http429: requestsByStatus['429'] ?? 0,
       lowestRps: stats.lowestRps ?? null,
+      achievedRps: achievedRps(span.requests, span.first, span.last),
+      peakRps,
     },
     reportDir: join(reportsDir, batchId),
   };
+}
+
+/**
+ * Requests per second from the first to the last request. Under a second there is no span to
+ * divide by: the count is then what was sent in that second.
+ */
+function achievedRps(requests: number, first: string | null, last: string | null): number | null {
+  if (requests === 0 || !first || !last) return null;
+  const spanSec = (Date.parse(last) - Date.parse(first)) / 1000;
+  return spanSec < 1 ? requests : Math.round(((requests - 1) / spanSec) * 10) / 10;
+}
+
+/** How long the batch ran, or null while it runs. */
+export function durationMs(s: { startedAt: string; endedAt: string | null }): number | null {
+  return s.endedAt ? Date.parse(s.endedAt) - Date.parse(s.startedAt) : null;
 }
 
 export function hasFailures(s: BatchSummary): boolean {

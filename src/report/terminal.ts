@@ -1,12 +1,37 @@
 import { OUTCOMES, type BatchSummary, type Outcome } from '../types.js';
+import { formatCount, formatDuration, textTable } from './format.js';
+import { durationMs } from './summary.js';
 
-function table(counts: Partial<Record<Outcome, number>>): string[] {
-  return OUTCOMES.filter((o) => (counts[o] ?? 0) > 0).map((o) => `  ${o.padEnd(28)} ${String(counts[o]).padStart(8)}`);
+type Counts = Partial<Record<Outcome, number>>;
+
+const sum = (counts: Counts) => Object.values(counts).reduce((n: number, v) => n + (v ?? 0), 0);
+
+function outcomeTable(counts: Counts, heading: string, withShare: boolean): string[] {
+  const present = OUTCOMES.filter((o) => (counts[o] ?? 0) > 0);
+  if (present.length === 0) return [`  ${heading}`, '  (none)'];
+  const total = sum(counts);
+  const rows = present.map((o) => {
+    const n = counts[o] ?? 0;
+    return withShare ? [o, formatCount(n), `${((n / total) * 100).toFixed(1)}%`] : [o, formatCount(n)];
+  });
+  const header = withShare ? [heading, 'rows', 'share'] : [heading, 'targets'];
+  return textTable(header, rows, [false, true, true], '  ');
 }
 
-function seconds(s: BatchSummary): string {
-  if (!s.endedAt) return '';
-  return ` in ${((Date.parse(s.endedAt) - Date.parse(s.startedAt)) / 1000).toFixed(1)} s`;
+function figures(s: BatchSummary): string[] {
+  const byStatus = Object.entries(s.d1.requestsByStatus)
+    .map(([k, v]) => `${k === '0' ? 'no answer' : k}: ${formatCount(v)}`)
+    .join(', ');
+  const ms = durationMs(s);
+  const rows: string[][] = [
+    ['Rejected rows', formatCount(s.rows.rejected), s.rows.rejected > 0 ? 'see rejects.csv' : ''],
+    ['Duration', ms === null ? 'running' : formatDuration(ms), ''],
+    ['D1 requests', formatCount(s.d1.requests), byStatus ? `(${byStatus}), ${formatCount(s.d1.retries)} retr${s.d1.retries === 1 ? 'y' : 'ies'}` : ''],
+    ['Achieved rate', s.d1.achievedRps === null ? '-' : `${s.d1.achievedRps.toFixed(1)} req/s`, s.d1.peakRps > 0 ? `opt-outs, first to last; peak ${s.d1.peakRps} in one second` : ''],
+    ['429 answers', formatCount(s.d1.http429), s.d1.lowestRps !== null && s.d1.http429 > 0 ? `rate lowered to ${s.d1.lowestRps.toFixed(1)} req/s at most` : ''],
+    ['Time paused', formatDuration(s.d1.throttledMs), s.d1.throttledMs > 0 ? 'all requests waited for the Retry-After D1 asked for' : ''],
+  ];
+  return textTable(['', '', ''], rows, [false, true, false], '  ').slice(1);
 }
 
 /** The readable end-of-run summary for stdout: what happened, where the report is, what to type next. */
@@ -15,31 +40,30 @@ export function formatSummary(s: BatchSummary, opts: { dryRun?: boolean } = {}):
   if (opts.dryRun) {
     lines.push(`DRY RUN: nothing was sent to D1, nothing was written. NOT_ATTEMPTED below means "would be submitted".`);
   }
-  lines.push(`Batch ${s.batchId} (${s.kind}${s.parentBatchId ? ` of ${s.parentBatchId}` : ''}): ${opts.dryRun ? 'planned' : s.status}${seconds(s)}`);
+  const ms = durationMs(s);
+  lines.push(`Batch ${s.batchId} (${s.kind}${s.parentBatchId ? ` of ${s.parentBatchId}` : ''}): ${opts.dryRun ? 'planned' : s.status}${ms === null ? '' : ` in ${formatDuration(ms)}`}`);
   if (s.abortReason) lines.push(`Aborted: ${s.abortReason}`);
   const read = s.inputs.filter((i) => !i.seenBefore);
   const seen = s.inputs.filter((i) => i.seenBefore);
   lines.push(`Inputs: ${read.length} file(s) read${seen.length ? `, ${seen.length} already ingested before and skipped` : ''}; rows ${s.rows.total} = ${s.rows.valid} valid + ${s.rows.rejected} rejected`);
   for (const i of seen) lines.push(`  skipped ${i.path}: ingested by batch ${i.firstBatchId ?? '?'} (use --force to read it again)`);
-  const rowLines = table(s.outcomes);
-  lines.push('Outcomes (input rows):', ...(rowLines.length ? rowLines : ['  (none)']));
-  const carried = table(s.carriedOver);
-  if (carried.length) lines.push('Carried over from earlier batches:', ...carried);
-  const byStatus = Object.entries(s.d1.requestsByStatus)
-    .map(([k, v]) => `${k === '0' ? 'no answer' : k}: ${v}`)
-    .join(', ');
-  lines.push(
-    `D1: ${s.d1.requests} request(s)${byStatus ? ` (${byStatus})` : ''}, ${s.d1.retries} retr${s.d1.retries === 1 ? 'y' : 'ies'}, ${s.d1.http429} throttled (429), ${(s.d1.throttledMs / 1000).toFixed(1)} s paused`,
-  );
-  if (!opts.dryRun) lines.push(`Report: ${s.reportDir}/`);
-  const failed = (o: Partial<Record<Outcome, number>>) => (o.FAILED_RETRYABLE ?? 0) + (o.NOT_ATTEMPTED ?? 0);
-  const retryable = failed(s.outcomes) + failed(s.carriedOver);
-  const permanent = (s.outcomes.FAILED_PERMANENT ?? 0) + (s.carriedOver.FAILED_PERMANENT ?? 0);
-  const pending = (s.outcomes.PENDING ?? 0) + (s.carriedOver.PENDING ?? 0);
-  if (!opts.dryRun) {
-    if (retryable > 0) lines.push(`Next: ${retryable} to retry: d1-optout rerun --batch ${s.batchId}`);
-    if (permanent > 0) lines.push(`Next: ${permanent} failed permanently (see failures.csv); after fixing: d1-optout rerun --batch ${s.batchId} --include-permanent`);
-    if (pending > 0) lines.push(`Next: ${pending} still pending at D1: d1-optout poll --batch ${s.batchId}`);
-  }
+  lines.push('', ...outcomeTable(s.outcomes, 'Outcome (input rows)', true));
+  if (sum(s.carriedOver) > 0) lines.push('', 'Carried over from earlier batches:', ...outcomeTable(s.carriedOver, 'Outcome', false).slice(1));
+  if (!opts.dryRun) lines.push('', ...figures(s), '', `Report: ${s.reportDir}/report.html (with summary.json, results.csv, failures.csv, rejects.csv)`);
+  if (!opts.dryRun) lines.push(...nextSteps(s).map((n) => `Next: ${n}`));
   return lines.join('\n');
+}
+
+/** What an operator should type after this batch, for the terminal summary and report.html alike. */
+export function nextSteps(s: BatchSummary): string[] {
+  const both = (o: Outcome) => (s.outcomes[o] ?? 0) + (s.carriedOver[o] ?? 0);
+  const retryable = both('FAILED_RETRYABLE') + both('NOT_ATTEMPTED');
+  const permanent = both('FAILED_PERMANENT');
+  const pending = both('PENDING');
+  const steps: string[] = [];
+  if (retryable > 0) steps.push(`${retryable} to retry: d1-optout rerun --batch ${s.batchId}`);
+  if (permanent > 0) steps.push(`${permanent} failed permanently (see failures.csv); after fixing: d1-optout rerun --batch ${s.batchId} --include-permanent`);
+  if (pending > 0) steps.push(`${pending} still pending at D1: d1-optout poll --batch ${s.batchId}`);
+  if (steps.length === 0) steps.push('nothing to do. d1-optout status lists the recent batches.');
+  return steps;
 }

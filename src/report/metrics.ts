@@ -1,0 +1,79 @@
+import { accessSync, closeSync, constants, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { UsageError } from '../errors.js';
+import { OUTCOMES, type BatchStatus, type BatchSummary } from '../types.js';
+import { durationMs } from './summary.js';
+
+const STATUSES: readonly BatchStatus[] = ['RUNNING', 'COMPLETED', 'COMPLETED_WITH_FAILURES', 'ABORTED'];
+
+/** A label value in the exposition format: backslash, double quote and newline escaped. */
+function label(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
+/**
+ * The last run in the Prometheus text exposition format, for node_exporter's textfile collector.
+ * Every figure is a gauge of the last batch (not a counter across runs), so an alert can compare
+ * `d1_optout_last_run_end_timestamp_seconds` with `time()` to notice a night that did not run.
+ */
+export function formatMetrics(s: BatchSummary, exitCode: number): string {
+  const out: string[] = [];
+  const gauge = (name: string, help: string, samples: [Record<string, string>, number][]) => {
+    out.push(`# HELP d1_optout_${name} ${help}`, `# TYPE d1_optout_${name} gauge`);
+    for (const [labels, value] of samples) {
+      const l = Object.entries(labels).map(([k, v]) => `${k}="${label(v)}"`).join(',');
+      out.push(`d1_optout_${name}${l ? `{${l}}` : ''} ${Number.isFinite(value) ? value : 0}`);
+    }
+  };
+  const seconds = (iso: string | null) => (iso ? Date.parse(iso) / 1000 : 0);
+  gauge('last_run_info', 'The last batch: its id, kind and parent (value always 1).', [[{ batch_id: s.batchId, kind: s.kind, parent_batch_id: s.parentBatchId ?? '' }, 1]]);
+  gauge('last_run_start_timestamp_seconds', 'When the last batch started, in Unix seconds.', [[{}, seconds(s.startedAt)]]);
+  gauge('last_run_end_timestamp_seconds', 'When the last batch ended, in Unix seconds.', [[{}, seconds(s.endedAt)]]);
+  gauge('last_run_duration_seconds', 'How long the last batch ran.', [[{}, (durationMs(s) ?? 0) / 1000]]);
+  gauge('last_run_status', 'The last batch status: 1 for the status it ended with, 0 for the others.', STATUSES.map((st) => [{ status: st }, st === s.status ? 1 : 0]));
+  gauge('last_run_exit_code', 'The exit code of the last batch (0 completed, 1 with failures, 4 aborted).', [[{}, exitCode]]);
+  gauge('last_run_rows', 'Input rows of the last batch: total, valid and rejected.', [
+    [{ kind: 'total' }, s.rows.total],
+    [{ kind: 'valid' }, s.rows.valid],
+    [{ kind: 'rejected' }, s.rows.rejected],
+  ]);
+  gauge('last_run_outcomes', 'Input rows of the last batch by outcome.', OUTCOMES.map((o) => [{ outcome: o }, s.outcomes[o] ?? 0]));
+  gauge('last_run_carried_over', 'Targets carried over from earlier batches into the last batch, by outcome.', OUTCOMES.map((o) => [{ outcome: o }, s.carriedOver[o] ?? 0]));
+  gauge('last_run_d1_requests', 'Requests the last batch sent to D1.', [[{}, s.d1.requests]]);
+  gauge('last_run_d1_http_429', 'Requests of the last batch that D1 answered 429 (too many requests).', [[{}, s.d1.http429]]);
+  gauge('last_run_throttled_seconds', 'Time the last batch paused for Retry-After.', [[{}, s.d1.throttledMs / 1000]]);
+  gauge('last_run_achieved_requests_per_second', 'Opt-out requests per second of the last batch, first to last.', [[{}, s.d1.achievedRps ?? 0]]);
+  return out.join('\n') + '\n';
+}
+
+/** Fails before anything is done (exit 2) when the metrics file could not be written at the end. */
+export function checkMetricsPath(path: string): void {
+  try {
+    accessSync(dirname(path), constants.W_OK);
+  } catch {
+    throw new UsageError(`--metrics-file ${path}: its folder does not exist or is not writable`);
+  }
+}
+
+/**
+ * Replaces the file atomically: written and synced under a temporary name in the same folder
+ * (the collector skips names not ending in .prom), then renamed over it, so node_exporter never
+ * reads half a file. Readable by all: the collector usually runs as another user, and the file
+ * holds counts only.
+ */
+export function writeMetricsFile(path: string, text: string): void {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+  try {
+    const fd = openSync(tmp, 'w', 0o644);
+    try {
+      writeSync(fd, text);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+}
