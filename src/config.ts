@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { UsageError } from './errors.js';
+import { redactText } from './log.js';
 import type { Config } from './types.js';
 
 /** The defaults of DESIGN.md §6; a config file only states what differs. */
@@ -91,7 +92,8 @@ export function parseConfig(input: unknown, env: NodeJS.ProcessEnv = process.env
 
 /** A value quoted back in a message: one line, and short (a wrong value may be long, or private). */
 function showValue(value: unknown): string {
-  const text = JSON.stringify(value) ?? String(value);
+  // Masked here, not only where the message is printed: parseConfig has other callers.
+  const text = redactText(JSON.stringify(value) ?? String(value));
   return text.length > 60 ? `${text.slice(0, 59)}…` : text;
 }
 

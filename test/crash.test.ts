@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -178,6 +178,24 @@ describe('kill anywhere, rerun, lose nothing', () => {
     expect(existsSync(join(inbox, 'a.csv'))).toBe(false);
     expect(existsSync(join(world.config.archive, 'a.csv'))).toBe(true);
     expect(world.sim.state().optOutCalls).toEqual({ 'CARD:CARD-A1': 1, 'CARD:CARD-A2': 1 });
+  });
+});
+
+describe('recovery', () => {
+  it('a report folder that cannot be written again is a warning, not a job that never runs again', async () => {
+    world = await makeWorld();
+    const first = await runCli(['run', '--config', world.configFile, world.file('a.csv', csv(HEADER, ['CARD-R1,CLOSED']))]);
+    expect(first.code).toBe(0);
+    const [report] = batchReports(world);
+    const dir = join(world.config.reportsDir, report!.batchId);
+    // An interrupted report whose folder someone replaced by a file: it cannot be written again
+    // (a permission would not do: the tests may run as root).
+    rmSync(dir, { recursive: true });
+    writeFileSync(dir, 'not a folder');
+    const next = await runCli(['run', '--config', world.configFile, world.file('b.csv', csv(HEADER, ['CARD-R2,CLOSED']))]);
+    expect(next.code).toBe(0);
+    expect(next.stderr).toMatch(new RegExp(`report of batch ${report!.batchId} .* cannot be written again`));
+    expect(world.sim.state().optOutCalls['CARD:CARD-R2']).toBe(1);
   });
 });
 

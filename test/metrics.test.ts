@@ -114,6 +114,13 @@ describe('--metrics-file', () => {
     expect(run.stderr).toContain('no-such-dir');
     expect(existsSync(world.config.ledger)).toBe(false);
     expect(world.sim.state().requests).toBe(0);
+    // A folder given where the file belongs, and an empty path, are refused the same way.
+    for (const bad of [world.dir, '']) {
+      const r = await runCli(['run', '--config', world.configFile, '--metrics-file', bad, a]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/--metrics-file/);
+    }
+    expect(existsSync(world.config.ledger)).toBe(false);
 
     const path = join(world.dir, 'dry.prom');
     const dry = await runCli(['run', '--dry-run', '--config', world.configFile, '--metrics-file', path, a]);

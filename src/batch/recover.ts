@@ -26,9 +26,16 @@ export async function abortBatch(ledger: Ledger, batchId: string, reportsDir: st
  */
 export async function recoverAbandoned(ledger: Ledger, reportsDir: string, log: Logger): Promise<string[]> {
   for (const b of ledger.batches.list(RECENT)) {
-    if (b.status === 'RUNNING' || existsSync(join(reportsDir, b.id, 'summary.json'))) continue;
-    await writeReport(ledger, buildSummary(ledger, b.id, reportsDir));
-    log.warn(`the report of batch ${b.id} was incomplete (the process was stopped while writing it); written again`);
+    const dir = join(reportsDir, b.id);
+    // Only a folder a kill left behind: a batch reported elsewhere (reportsDir changed) is not.
+    if (b.status === 'RUNNING' || !existsSync(dir) || existsSync(join(dir, 'summary.json'))) continue;
+    try {
+      await writeReport(ledger, buildSummary(ledger, b.id, reportsDir));
+      log.warn(`the report of batch ${b.id} was incomplete (the process was stopped while writing it); written again`);
+    } catch (err) {
+      // A broken report folder must not keep every later night from running.
+      log.warn(`the report of batch ${b.id} in ${dir} is incomplete and cannot be written again (${(err as Error).message}); run d1-optout report --batch ${b.id} once the folder is fixed`);
+    }
   }
   const recovered: string[] = [];
   for (const b of ledger.batches.running()) {

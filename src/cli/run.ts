@@ -42,7 +42,7 @@ export const runModule: CommandModule<object, Args> = {
     runCommand(args, { writesLog: !args['dry-run'] }, async (env) => {
       const { config, log, stop } = env;
       const metricsFile = args['dry-run'] ? undefined : args['metrics-file'];
-      if (metricsFile) checkMetricsPath(metricsFile);
+      if (metricsFile !== undefined) checkMetricsPath(metricsFile);
       const inboxDir = args.inbox;
       const result = await withProgress(args.quiet, env, (progress) =>
         runBatch(
@@ -62,7 +62,7 @@ export const runModule: CommandModule<object, Args> = {
       const dryRun = 'dryRun' in result;
       process.stdout.write((args.json ? JSON.stringify(result.summary, null, 2) : formatSummary(result.summary, { dryRun })) + '\n');
       if (dryRun) return EXIT.OK;
-      if (metricsFile) writeMetrics(metricsFile, result.summary, result.exitCode, log);
+      if (metricsFile !== undefined) writeMetrics(metricsFile, result.summary, result.exitCode, log);
       return result.exitCode;
     }),
 };

@@ -1,4 +1,4 @@
-import { accessSync, closeSync, constants, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, fsyncSync, openSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { UsageError } from '../errors.js';
 import { OUTCOMES, type BatchStatus, type BatchSummary } from '../types.js';
@@ -48,6 +48,10 @@ export function formatMetrics(s: BatchSummary, exitCode: number): string {
 
 /** Fails before anything is done (exit 2) when the metrics file could not be written at the end. */
 export function checkMetricsPath(path: string): void {
+  if (path.trim() === '') throw new UsageError('--metrics-file: give the path of the .prom file to write');
+  if (existsSync(path) && !statSync(path).isFile()) {
+    throw new UsageError(`--metrics-file ${path}: is a folder or a special file; give the path of the .prom file itself`);
+  }
   try {
     accessSync(dirname(path), constants.W_OK);
   } catch {
