@@ -79,6 +79,22 @@ function uniqueBatchId(ledger: Ledger): string {
   }
 }
 
+/**
+ * `--dry-run`: the real planning code on an in-memory copy of the ledger, so what it shows is
+ * what a run would do, and nothing is written, moved or sent.
+ */
+async function dryRun(config: Config, plan: (copy: Ledger, batchId: string) => Promise<void> | void): Promise<DryRunResult> {
+  const copy = Ledger.copyOf(config.ledger);
+  try {
+    const batchId = uniqueBatchId(copy);
+    await plan(copy, batchId);
+    copy.items.coverCardsInBatch(batchId);
+    return { dryRun: true, summary: buildSummary(copy, batchId, config.reportsDir) };
+  } finally {
+    copy.close();
+  }
+}
+
 /** Ingest and plan into `ledger`; shared by the real run and the dry run (which plans on a copy). */
 async function ingestAndPlan(
   ledger: Ledger,
@@ -111,17 +127,7 @@ export async function runBatch(
   for (const f of files) await inspectCardFile(f, { delimiter: config.input.delimiter });
   const carry: CarrySource = opts.carryOver ? { kind: 'all' } : { kind: 'none' };
 
-  if (opts.dryRun) {
-    const copy = Ledger.copyOf(config.ledger);
-    try {
-      const batchId = uniqueBatchId(copy);
-      await ingestAndPlan(copy, batchId, files, config, log, { force: opts.force, carry, progress });
-      copy.items.coverCardsInBatch(batchId);
-      return { dryRun: true, summary: buildSummary(copy, batchId, config.reportsDir) };
-    } finally {
-      copy.close();
-    }
-  }
+  if (opts.dryRun) return dryRun(config, (copy, batchId) => ingestAndPlan(copy, batchId, files, config, log, { force: opts.force, carry, progress }));
 
   const session = await openSession(config, 'run', log, stop, progress);
   try {
@@ -177,17 +183,7 @@ export async function rerunBatch(
     return permanentBefore;
   };
 
-  if (opts.dryRun) {
-    const copy = Ledger.copyOf(config.ledger);
-    try {
-      const parentId = pickParent(copy);
-      const batchId = uniqueBatchId(copy);
-      plan(copy, batchId, parentId);
-      return { dryRun: true, summary: buildSummary(copy, batchId, config.reportsDir) };
-    } finally {
-      copy.close();
-    }
-  }
+  if (opts.dryRun) return dryRun(config, (copy, batchId) => void plan(copy, batchId, pickParent(copy)));
 
   const session = await openSession(config, 'rerun', log, stop, progress);
   try {

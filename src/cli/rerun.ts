@@ -1,9 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { rerunBatch } from '../batch/run.js';
-import { EXIT } from '../errors.js';
-import { checkMetricsPath } from '../report/metrics.js';
-import { formatSummary } from '../report/terminal.js';
-import { configOption, jsonOption, metricsOption, quietOption, runCommand, withProgress, writeMetrics, type CommonArgs } from './shared.js';
+import { batchCommand, configOption, jsonOption, metricsOption, quietOption, runCommand, type CommonArgs } from './shared.js';
 
 interface Args extends CommonArgs {
   batch?: string;
@@ -34,23 +31,15 @@ export const rerunModule: CommandModule<object, Args> = {
         return true;
       }) as never,
   handler: (args) =>
-    runCommand(args, { writesLog: !args['dry-run'] }, async (env) => {
-      const { config, log, stop } = env;
-      const metricsFile = args['dry-run'] ? undefined : args['metrics-file'];
-      if (metricsFile !== undefined) checkMetricsPath(metricsFile);
-      const result = await withProgress(args.quiet, env, (progress) =>
+    runCommand(args, { writesLog: !args['dry-run'] }, (env) =>
+      batchCommand(args, env, (progress) =>
         rerunBatch(
-          config,
+          env.config,
           { batch: args.batch ?? null, last: args.last, includePermanent: args['include-permanent'], dryRun: args['dry-run'] },
-          log,
-          stop,
+          env.log,
+          env.stop,
           progress,
         ),
-      );
-      const dryRun = 'dryRun' in result;
-      process.stdout.write((args.json ? JSON.stringify(result.summary, null, 2) : formatSummary(result.summary, { dryRun })) + '\n');
-      if (dryRun) return EXIT.OK;
-      if (metricsFile !== undefined) writeMetrics(metricsFile, result.summary, result.exitCode, log);
-      return result.exitCode;
-    }),
+      ),
+    ),
 };

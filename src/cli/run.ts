@@ -1,9 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { runBatch } from '../batch/run.js';
-import { EXIT } from '../errors.js';
-import { checkMetricsPath } from '../report/metrics.js';
-import { formatSummary } from '../report/terminal.js';
-import { configOption, jsonOption, metricsOption, quietOption, runCommand, withProgress, writeMetrics, type CommonArgs } from './shared.js';
+import { batchCommand, configOption, jsonOption, metricsOption, quietOption, runCommand, type CommonArgs } from './shared.js';
 
 interface Args extends CommonArgs {
   files?: string[];
@@ -39,30 +36,22 @@ export const runModule: CommandModule<object, Args> = {
         return true;
       }) as never,
   handler: (args) =>
-    runCommand(args, { writesLog: !args['dry-run'] }, async (env) => {
-      const { config, log, stop } = env;
-      const metricsFile = args['dry-run'] ? undefined : args['metrics-file'];
-      if (metricsFile !== undefined) checkMetricsPath(metricsFile);
+    runCommand(args, { writesLog: !args['dry-run'] }, (env) => {
       const inboxDir = args.inbox;
-      const result = await withProgress(args.quiet, env, (progress) =>
+      return batchCommand(args, env, (progress) =>
         runBatch(
-          config,
+          env.config,
           {
             files: args.files ?? [],
-            inbox: inboxDir ? { dir: inboxDir, archive: args.archive ?? config.archive } : null,
+            inbox: inboxDir ? { dir: inboxDir, archive: args.archive ?? env.config.archive } : null,
             dryRun: args['dry-run'],
             force: args.force,
             carryOver: args['carry-over'],
           },
-          log,
-          stop,
+          env.log,
+          env.stop,
           progress,
         ),
       );
-      const dryRun = 'dryRun' in result;
-      process.stdout.write((args.json ? JSON.stringify(result.summary, null, 2) : formatSummary(result.summary, { dryRun })) + '\n');
-      if (dryRun) return EXIT.OK;
-      if (metricsFile !== undefined) writeMetrics(metricsFile, result.summary, result.exitCode, log);
-      return result.exitCode;
     }),
 };

@@ -2,7 +2,10 @@ import { configPath, loadConfig } from '../config.js';
 import { EXIT, JobError, type ExitCode } from '../errors.js';
 import { closeLogger, createLogger, logToFileOnly, redactText, type Logger } from '../log.js';
 import { StopSignal } from '../batch/stop.js';
-import { formatMetrics, writeMetricsFile } from '../report/metrics.js';
+import type { BatchResult } from '../batch/finish.js';
+import type { DryRunResult } from '../batch/run.js';
+import { checkMetricsPath, formatMetrics, writeMetricsFile } from '../report/metrics.js';
+import { formatSummary } from '../report/terminal.js';
 import { progressDisplay } from '../report/progress.js';
 import type { BatchSummary, Config, ProgressListener } from '../types.js';
 
@@ -93,8 +96,34 @@ export async function withProgress<T>(quiet: boolean, env: CommandEnv, fn: (prog
   }
 }
 
+export interface BatchCommandArgs {
+  'dry-run': boolean;
+  'metrics-file'?: string;
+  quiet: boolean;
+  json?: boolean;
+}
+
+/**
+ * What run and rerun share around their batch: the metrics path checked before anything is
+ * done, progress while it runs, the summary on stdout, the metrics file, the exit code.
+ */
+export async function batchCommand(
+  args: BatchCommandArgs,
+  env: CommandEnv,
+  start: (progress: ProgressListener) => Promise<BatchResult | DryRunResult>,
+): Promise<ExitCode> {
+  const metricsFile = args['dry-run'] ? undefined : args['metrics-file'];
+  if (metricsFile !== undefined) checkMetricsPath(metricsFile);
+  const result = await withProgress(args.quiet, env, start);
+  const dryRun = 'dryRun' in result;
+  process.stdout.write((args.json ? JSON.stringify(result.summary, null, 2) : formatSummary(result.summary, { dryRun })) + '\n');
+  if (dryRun) return EXIT.OK;
+  if (metricsFile !== undefined) writeMetrics(metricsFile, result.summary, result.exitCode, env.log);
+  return result.exitCode;
+}
+
 /** The run's work is done and in the ledger: a metrics file that cannot be written is a warning, not a failed run. */
-export function writeMetrics(path: string, summary: BatchSummary, exitCode: ExitCode, log: Logger): void {
+function writeMetrics(path: string, summary: BatchSummary, exitCode: ExitCode, log: Logger): void {
   try {
     writeMetricsFile(path, formatMetrics(summary, exitCode));
   } catch (err) {
