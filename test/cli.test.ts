@@ -2,17 +2,14 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { CLI, csv, makeWorld, optOutCalls, ROOT, runCli, type World } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { CLI, csv, makeWorld, optOutCalls, ROOT, runCli, type World, closeWorldsAfterEach } from './helpers.js';
 
 // The built CLI as operators and cron run it: real child processes, exit codes of DESIGN.md §5.
 const HEADER = 'card_id,consumer_id,reason,scope';
 
 let world: World | null = null;
-afterEach(async () => {
-  await world?.close();
-  world = null;
-});
+closeWorldsAfterEach();
 
 describe('d1-optout command line', () => {
   it('run: exit 0 when everything is opted out, the summary on stdout; then status and show answer from the ledger', async () => {

@@ -3,20 +3,17 @@ import { once } from 'node:events';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { COMMIT_MAX_OPS } from '../src/ledger/index.js';
 import { mulberry32 } from '../src/sim/index.js';
 import type { BatchSummary } from '../src/types.js';
-import { assertReconciles, CLI, csv, makeWorld, runCli, type World } from './helpers.js';
+import { assertReconciles, CLI, csv, makeWorld, runCli, type World, closeWorldsAfterEach } from './helpers.js';
 
 // Crash safety (issue 5), with the built CLI in real child processes against the simulator.
 const HEADER = 'card_id,reason';
 
 let world: World | null = null;
-afterEach(async () => {
-  await world?.close();
-  world = null;
-});
+closeWorldsAfterEach();
 
 /** Starts the CLI and SIGKILLs it after `ms`; resolves with its exit code (null when killed). */
 async function runAndKill(args: string[], ms: number): Promise<number | null> {

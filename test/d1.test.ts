@@ -14,16 +14,15 @@ import { closeLogger, createLogger } from '../src/log.js';
 import { makeSimCerts } from '../src/sim/index.js';
 import { RateLimiter } from '../src/throttle/limiter.js';
 import type { Config } from '../src/types.js';
-import { csv, ISSUER, KID, makeWorld, results, type World } from './helpers.js';
+import { csv, ISSUER, KID, makeWorld, results, type World, closeWorldsAfterEach } from './helpers.js';
 
 // D1 fidelity (issue 3): every answer D1 can give, through the real client, against the simulator.
 const HEADER = 'card_id,reason';
 
 let world: World | null = null;
+closeWorldsAfterEach();
 const dirs: string[] = [];
-afterEach(async () => {
-  await world?.close();
-  world = null;
+afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 

@@ -1,15 +1,12 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { assertReconciles, csv, makeWorld, optOutCalls, results, type World } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { assertReconciles, csv, makeWorld, optOutCalls, results, type World, closeWorldsAfterEach } from './helpers.js';
 
 // DESIGN.md §3: each valid row's disposition, by the five rules in order. Each rule has its own
 // test, and each checks that the other rows of the batch were left alone.
 const HEADER = 'card_id,consumer_id,reason,scope';
 
 let world: World | null = null;
-afterEach(async () => {
-  await world?.close();
-  world = null;
-});
+closeWorldsAfterEach();
 
 describe('dedupe rules', () => {
   it('rule 1: the same target earlier in this batch → SKIPPED_DUPLICATE, across files too', async () => {

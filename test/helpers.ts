@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parse } from 'csv-parse/sync';
+import { afterEach } from 'vitest';
 import { runBatch, rerunBatch, type DryRunResult, type RunOptions, type RerunOptions } from '../src/batch/run.js';
 import type { BatchResult } from '../src/batch/finish.js';
 import { StopSignal } from '../src/batch/stop.js';
@@ -31,6 +32,16 @@ export interface World {
   rerun(opts: Partial<RerunOptions>): Promise<BatchResult>;
   ledger(): Ledger;
   close(): Promise<void>;
+}
+
+/** Worlds not closed yet; closeWorldsAfterEach closes them, so no test file repeats the teardown. */
+const openWorlds = new Set<World>();
+
+/** Registers, in the calling test file, an afterEach that closes every world its tests made. */
+export function closeWorldsAfterEach(): void {
+  afterEach(async () => {
+    for (const w of [...openWorlds]) await w.close();
+  });
 }
 
 export async function makeWorld(opts: { scenario?: Partial<Scenario>; config?: Record<string, unknown> } = {}): Promise<World> {
@@ -68,7 +79,7 @@ export async function makeWorld(opts: { scenario?: Partial<Scenario>; config?: R
     }
   };
   const runOpts = (o: Partial<RunOptions>): RunOptions => ({ files: [], inbox: null, dryRun: false, force: false, carryOver: true, ...o });
-  return {
+  const world: World = {
     dir,
     sim,
     config,
@@ -85,10 +96,13 @@ export async function makeWorld(opts: { scenario?: Partial<Scenario>; config?: R
       withLogger(async (log) => (await rerunBatch(config, { batch: null, last: true, includePermanent: false, dryRun: false, ...o }, log, new StopSignal())) as BatchResult),
     ledger: () => Ledger.open(config.ledger, { readonly: true }),
     async close() {
+      openWorlds.delete(world);
       await sim.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };
+  openWorlds.add(world);
+  return world;
 }
 
 function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {

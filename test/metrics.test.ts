@@ -1,18 +1,15 @@
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import parsePrometheusTextFormat, { type PromFamily } from 'parse-prometheus-text-format';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { OUTCOMES, type BatchSummary } from '../src/types.js';
-import { csv, makeWorld, runCli, type World } from './helpers.js';
+import { csv, makeWorld, runCli, type World, closeWorldsAfterEach } from './helpers.js';
 
 // --metrics-file: the Prometheus textfile-collector format, read back with a real parser of it.
 const HEADER = 'card_id,consumer_id,reason,scope';
 
 let world: World | null = null;
-afterEach(async () => {
-  await world?.close();
-  world = null;
-});
+closeWorldsAfterEach();
 
 function families(path: string): Map<string, PromFamily> {
   const text = readFileSync(path, 'utf8');

@@ -1,14 +1,11 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { assertReconciles, csv, makeWorld, optOutCalls, results, type World } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { assertReconciles, csv, makeWorld, optOutCalls, results, type World, closeWorldsAfterEach } from './helpers.js';
 
 // One test per outcome class (DESIGN.md §4, §8): outcome, recorded error code, attempts made.
 const HEADER = 'card_id,reason';
 
 let world: World | null = null;
-afterEach(async () => {
-  await world?.close();
-  world = null;
-});
+closeWorldsAfterEach();
 
 describe('outcome classes', () => {
   it('success: OPTED_OUT with the operation id, one attempt', async () => {

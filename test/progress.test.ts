@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ProgressBoard } from '../src/report/progress.js';
-import { CLI, csv, makeWorld, ROOT, runCli, type World } from './helpers.js';
+import { CLI, csv, makeWorld, ROOT, runCli, type World, closeWorldsAfterEach } from './helpers.js';
 
 // Progress: the board that adds up the pipeline's events, the log lines a cron run writes, and
 // the live bars on a real pseudo-terminal.
@@ -10,10 +10,7 @@ const HEADER = 'card_id,consumer_id,reason,scope';
 const cards = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}-${String(i).padStart(3, '0')},,CLOSED,`);
 
 let world: World | null = null;
-afterEach(async () => {
-  await world?.close();
-  world = null;
-});
+closeWorldsAfterEach();
 
 describe('ProgressBoard', () => {
   it('adds up each stage, with the rate and ETA of the last seconds, and totals once a stage is over', () => {

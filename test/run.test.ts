@@ -1,15 +1,12 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { assertReconciles, csv, makeWorld, optOutCalls, readCsv, readSummary, results, type World } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { assertReconciles, csv, makeWorld, optOutCalls, readCsv, readSummary, results, type World, closeWorldsAfterEach } from './helpers.js';
 
 const HEADER = 'card_id,consumer_id,reason,scope';
 
 let world: World | null = null;
-afterEach(async () => {
-  await world?.close();
-  world = null;
-});
+closeWorldsAfterEach();
 
 describe('run end to end against the simulator', () => {
   it('reconciles every row and agrees with what D1 saw, target by target', async () => {

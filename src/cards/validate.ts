@@ -104,6 +104,11 @@ function encodingHint(value: string): string {
   return value.includes('\uFFFD') ? '; the file has bytes here that are not UTF-8: export it as UTF-8' : '';
 }
 
+/** The reject text for a consumer id that breaks D1's pattern, on a CARD row or a CONSUMER row alike. */
+function badConsumerId(consumerId: string): string {
+  return `consumer_id: ${show(consumerId)} is not a D1 consumer id (1-64 of A-Z a-z 0-9 _ -)${encodingHint(consumerId)}`;
+}
+
 /** True when every field of the record is empty or blank: a line that carries nothing. */
 export function isBlankRecord(fields: readonly string[]): boolean {
   for (let i = 0; i < fields.length; i++) {
@@ -164,9 +169,7 @@ export function validateRow(
     if (!CARD_ID.test(cardId)) {
       return `card_id: ${show(cardId)} is not a D1 card id (1-48 of A-Z a-z 0-9 _ -)${encodingHint(cardId)}`;
     }
-    if (consumerId !== '' && !CONSUMER_ID.test(consumerId)) {
-      return `consumer_id: ${show(consumerId)} is not a D1 consumer id (1-64 of A-Z a-z 0-9 _ -)${encodingHint(consumerId)}`;
-    }
+    if (consumerId !== '' && !CONSUMER_ID.test(consumerId)) return badConsumerId(consumerId);
     targetId = cardId;
   } else {
     if (consumerId === '') {
@@ -174,9 +177,7 @@ export function validateRow(
         ? 'consumer_id: the file has no consumer_id column, so a CONSUMER row cannot name its consumer'
         : 'consumer_id: missing (a CONSUMER row needs the D1 consumer id)';
     }
-    if (!CONSUMER_ID.test(consumerId)) {
-      return `consumer_id: ${show(consumerId)} is not a D1 consumer id (1-64 of A-Z a-z 0-9 _ -)${encodingHint(consumerId)}`;
-    }
+    if (!CONSUMER_ID.test(consumerId)) return badConsumerId(consumerId);
     targetId = consumerId;
   }
 

@@ -53,7 +53,6 @@ const NOT_COVERED = `NOT (t.scope = 'CARD' AND t.consumer_id IS NOT NULL AND EXI
 
 export class Targets {
   private readonly getStmt;
-  private readonly byPkStmt;
   private readonly workStmt;
   private readonly pendingStmt;
   private readonly submittingStmt;
@@ -81,7 +80,6 @@ export class Targets {
       `UPDATE targets SET seen_batch_id = ?1, last_batch_id = ?1, state = 'QUEUED', consumer_id = coalesce(?2, consumer_id), updated_at = ?3
         WHERE pk = ?4`,
     );
-    this.byPkStmt = db.prepare<[number], TargetRow>(`SELECT * FROM targets WHERE pk = ?`);
     this.workStmt = db.prepare<[string, Scope, number, number], TargetRow>(
       `SELECT * FROM targets t
         WHERE t.last_batch_id = ? AND ${OPEN('t')} AND t.state = 'QUEUED' AND t.scope = ?
@@ -134,11 +132,6 @@ export class Targets {
   admitSeen(pk: number, batchId: string, queued: boolean, consumerId: string | null): void {
     if (queued) this.admitQueuedStmt.run(batchId, consumerId, nowIso(), pk);
     else this.admitSeenStmt.run(batchId, pk);
-  }
-
-  byPk(pk: number): TargetRecord | undefined {
-    const r = this.byPkStmt.get(pk);
-    return r ? toTarget(r) : undefined;
   }
 
   /**
