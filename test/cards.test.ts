@@ -683,6 +683,18 @@ describe('inspectCardFile', () => {
     expect(err.message).toMatch(/gzip data is corrupt or truncated/);
   });
 
+  it('finds an open quote several read chunks into the file, at its line', async () => {
+    // The preflight scan reads through one reused buffer; it must see every byte once, in order.
+    const lines = ['card_id,reason,reference'];
+    for (let i = 0; i < 20_000; i++) lines.push(`CARD-${i},CLOSED,r${i}`);
+    lines.push('CARD-OPEN,CLOSED,"a quote left open');
+    for (let i = 0; i < 5000; i++) lines.push(`CARD-B${i},CLOSED,r${i}`);
+    const file = write('open-quote-far.csv', lines.join('\n') + '\n');
+    expect(fs.statSync(file).size).toBeGreaterThan(5 * 64 * 1024);
+    const err = await cardFileError(inspect(file));
+    expect(err.message).toBe(`${file}: line 20002: a record is longer than 64 KiB, so the file cannot be read past it (is a quote left open?)`);
+  });
+
   it('refuses a first line longer than 64 KiB', async () => {
     const file = write('long-line.csv', 'card_id,reason,' + 'x'.repeat(70_000) + '\nCARD-1,CLOSED,y\n');
     const err = await cardFileError(inspect(file));
@@ -706,6 +718,14 @@ describe('fileSha256', () => {
       const want = createHash('sha256').update(fs.readFileSync(file)).digest('hex');
       expect(await fileSha256(file)).toBe(want);
     }
+  });
+
+  it('hashes a file of many read chunks, the last one short, like node:crypto over the whole file', async () => {
+    // The hash reads through one reused buffer: a chunk overwritten too early would change it.
+    const file = write('many-chunks.csv', 'card_id,reason\n' + Array.from({ length: 30_001 }, (_, i) => `CARD-${i},CLOSED\n`).join(''));
+    expect(fs.statSync(file).size % (64 * 1024)).not.toBe(0);
+    expect(fs.statSync(file).size).toBeGreaterThan(5 * 64 * 1024);
+    expect(await fileSha256(file)).toBe(createHash('sha256').update(fs.readFileSync(file)).digest('hex'));
   });
 
   it('throws CardFileError for a missing file', async () => {

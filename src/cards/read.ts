@@ -10,7 +10,7 @@
 
 import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
-import { pipeline, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { Parser, type CsvError, type Options as CsvOptions } from 'csv-parse';
 import { parse as parseSync } from 'csv-parse/sync';
@@ -93,11 +93,16 @@ function asCardFileError(file: string, err: unknown): CardFileError {
 }
 
 /**
- * Opens `file` as a stream of its decoded bytes: gunzipped when the file starts with the gzip
+ * Opens `file` as its decoded bytes, chunk by chunk: gunzipped when the file starts with the gzip
  * magic bytes. Throws `CardFileError` when the file is missing, unreadable, not a regular file,
  * empty, or named `.gz` without being gzip.
+ *
+ * With `reuse`, a plain file is read through one buffer that every chunk overwrites, for a reader
+ * that is done with a chunk before it asks for the next: a stream's fresh 64 KiB chunk per read
+ * leaves garbage that outruns the collector on a large file (about 30 MiB of peak RSS for a
+ * 100 MB file). csv-parse may keep the tail of a chunk, so the parser gets fresh ones.
  */
-async function openDecoded(file: string): Promise<{ stream: Readable; gzip: boolean }> {
+async function openDecoded(file: string, opts: { reuse: boolean }): Promise<{ chunks: AsyncIterable<Buffer> & { destroy(): void }; gzip: boolean }> {
   let fh: FileHandle;
   try {
     fh = await open(file, 'r');
@@ -115,15 +120,42 @@ async function openDecoded(file: string): Promise<{ stream: Readable; gzip: bool
     if (!gzip && GZ_NAME.test(file)) {
       throw new CardFileError(file, 'is named .gz but is not gzip data');
     }
+    if (!gzip && opts.reuse) return { chunks: reusedChunks(fh), gzip };
     const raw = fh.createReadStream({ start: 0, highWaterMark: READ_CHUNK });
-    if (!gzip) return { stream: raw, gzip };
+    if (!gzip) return { chunks: raw, gzip };
     // Errors of either stream destroy both and surface on the gunzip side.
-    const stream = pipeline(raw, createGunzip(), () => {});
-    return { stream, gzip };
+    return { chunks: pipeline(raw, createGunzip(), () => {}), gzip };
   } catch (err) {
     await fh.close().catch(() => {});
     throw asCardFileError(file, err);
   }
+}
+
+/** The bytes of `fh` from its start, each chunk in the same buffer; closes `fh` when done or destroyed. */
+function reusedChunks(fh: FileHandle): AsyncIterable<Buffer> & { destroy(): void } {
+  const buffer = Buffer.allocUnsafe(READ_CHUNK);
+  let closed = false;
+  const close = () => {
+    if (!closed) {
+      closed = true;
+      void fh.close().catch(() => {});
+    }
+  };
+  return {
+    async *[Symbol.asyncIterator]() {
+      try {
+        for (let position = 0; ; ) {
+          const { bytesRead } = await fh.read(buffer, 0, buffer.length, position);
+          if (bytesRead === 0) return;
+          position += bytesRead;
+          yield buffer.subarray(0, bytesRead);
+        }
+      } finally {
+        close();
+      }
+    },
+    destroy: close,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -289,23 +321,23 @@ function oversizedRecord(file: string, line: number, quoted: boolean): CardFileE
   );
 }
 
-/** Reads the first 64 KiB (decoded) of `stream`; `done` when that was the whole file. */
+/** Reads the first 64 KiB (decoded) of a card file; `done` when that was the whole file. */
 async function readHead(iterator: AsyncIterator<Buffer>): Promise<{ head: Buffer; done: boolean }> {
   const chunks: Buffer[] = [];
   let length = 0;
   while (length <= HEAD_BYTES) {
     const next = await iterator.next();
     if (next.done === true) return { head: Buffer.concat(chunks), done: true };
-    chunks.push(next.value);
+    chunks.push(Buffer.from(next.value)); // the next read may overwrite this chunk
     length += next.value.length;
   }
   return { head: Buffer.concat(chunks), done: false };
 }
 
 async function checkFile(file: string, option: DelimiterOption, wholeFile: boolean): Promise<CardFileInfo> {
-  const { stream, gzip } = await openDecoded(file);
+  const { chunks, gzip } = await openDecoded(file, { reuse: true });
   try {
-    const iterator = (stream as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+    const iterator = chunks[Symbol.asyncIterator]();
     const { head, done } = await readHead(iterator);
     const info = analyzeHead(file, head, done, option);
     if (wholeFile) {
@@ -326,7 +358,7 @@ async function checkFile(file: string, option: DelimiterOption, wholeFile: boole
   } catch (err) {
     throw asCardFileError(file, err);
   } finally {
-    stream.destroy();
+    chunks.destroy();
   }
 }
 
@@ -340,7 +372,7 @@ export async function inspectCardFile(path: string, opts: InspectOptions): Promi
   return checkFile(path, opts.delimiter, true);
 }
 
-/** The sha256 (hex) of the file's bytes as stored, streamed. */
+/** The sha256 (hex) of the file's bytes as stored (read through one reused buffer). */
 export async function fileSha256(path: string): Promise<string> {
   let fh: FileHandle;
   try {
@@ -349,13 +381,10 @@ export async function fileSha256(path: string): Promise<string> {
     throw asCardFileError(path, err);
   }
   const hash = createHash('sha256');
-  const stream = fh.createReadStream({ highWaterMark: READ_CHUNK });
   try {
-    for await (const chunk of stream as AsyncIterable<Buffer>) hash.update(chunk);
+    for await (const chunk of reusedChunks(fh)) hash.update(chunk);
   } catch (err) {
     throw asCardFileError(path, err);
-  } finally {
-    stream.destroy();
   }
   return hash.digest('hex');
 }
@@ -534,14 +563,14 @@ export async function* readCsvRecords(path: string, opts: { delimiter: Delimiter
   );
   // Errors reach us through the write and end callbacks; keep the emitter from throwing them.
   parser.on('error', () => {});
-  const { stream } = await openDecoded(path);
+  const { chunks } = await openDecoded(path, { reuse: false });
   const take = (): CsvRecord[] => {
     const records = collector.records;
     collector.records = [];
     return records;
   };
   try {
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
+    for await (const chunk of chunks) {
       await write(parser, chunk);
       if (collector.failure !== null) throw collector.failure;
       if (collector.records.length > 0) yield take();
@@ -552,7 +581,7 @@ export async function* readCsvRecords(path: string, opts: { delimiter: Delimiter
   } catch (err) {
     throw collector.failure ?? asCardFileError(path, err);
   } finally {
-    stream.destroy();
+    chunks.destroy();
     parser.destroy();
   }
 }
