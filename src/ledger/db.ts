@@ -34,6 +34,7 @@ export function openDb(path: string, opts: OpenOptions = {}): Db {
   db.pragma('synchronous = FULL');
   db.pragma('foreign_keys = ON');
   db.pragma('busy_timeout = 5000');
+  db.pragma(`cache_size = ${CACHE_SIZE}`);
   // SQLite gives a new -wal/-shm the database file's mode; one left by a crash keeps its own.
   for (const suffix of ['-wal', '-shm']) {
     if (existsSync(path + suffix)) chmodSync(path + suffix, 0o600);
@@ -41,6 +42,16 @@ export function openDb(path: string, opts: OpenOptions = {}): Db {
   migrate(db);
   return db;
 }
+
+/**
+ * SQLite's page cache, in SQLite's negative-means-KiB form. better-sqlite3's 16 MiB default fills
+ * on every large night and stays filled, the one part of the job's memory that grew with the
+ * file; it buys nothing here: the ledger's random lookups (target ids) range over far more pages
+ * than any cache we would allow, its writes are appends, and the OS page cache serves the misses.
+ * Measured with `npm run bench` (1M rows): 16 MiB → 4 MiB costs about 3% of ingest time and
+ * about 14 MiB of peak RSS.
+ */
+const CACHE_SIZE = -4096;
 
 const SQLITE_HEADER = Buffer.from('SQLite format 3\0', 'latin1');
 
