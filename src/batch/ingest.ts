@@ -1,18 +1,8 @@
 import { fileSha256, readCardFile } from '../cards/index.js';
 import type { Ledger } from '../ledger/index.js';
-import { admitRow } from './dedupe.js';
 import type { Logger } from '../log.js';
 import type { CardRow, Config, InputSummary, ProgressListener, RejectRow } from '../types.js';
 import { NO_PROGRESS } from './context.js';
-
-/**
- * Rows per transaction. Larger ones commit less often (each commit writes the index pages its
- * random card ids touched), but every row waits in memory for its commit, and beyond a few
- * thousand the waiting rows are what grows the heap on a large file. Measured with `npm run
- * bench` (1M rows): 10,000 → 5,000 costs about 7% of ingest time and takes peak RSS from
- * 109-127 MiB (it varied run to run) to 106-108 MiB.
- */
-const ROWS_PER_TX = 5_000;
 
 export interface IngestOptions {
   force: boolean;
@@ -54,35 +44,30 @@ export async function ingestFiles(
     });
     let rows = 0;
     let rejected = 0;
-    let pending: CardRow[] = [];
-    let pendingRejects: RejectRow[] = [];
-    const commit = (alsoInSameTx?: () => void) => {
-      const r = pending;
-      const j = pendingRejects;
-      pending = [];
-      pendingRejects = [];
-      ledger.tx(() => {
-        for (const row of r) admitRow(ledger, batchId, ord, row);
-        for (const rej of j) ledger.items.insertReject(batchId, ord, rej);
-        alsoInSameTx?.();
-      });
-      // Only a file's last commit carries its INGESTED mark.
-      progress.on({ type: 'rows', rows: r.length + j.length, rejected: j.length, fileDone: alsoInSameTx !== undefined });
-    };
-    for await (const chunk of readCardFile(path, { delimiter: config.input.delimiter, reasons: config.input.reasons })) {
-      for (const entry of chunk) {
-        rows++;
-        if (entry.kind === 'row') pending.push(entry.row);
-        else {
-          rejected++;
-          pendingRejects.push(entry.reject);
+    try {
+      for await (const chunk of readCardFile(path, { delimiter: config.input.delimiter, reasons: config.input.reasons })) {
+        const valid: CardRow[] = [];
+        const rejects: RejectRow[] = [];
+        for (const entry of chunk) {
+          if (entry.kind === 'row') valid.push(entry.row);
+          else rejects.push(entry.reject);
         }
+        ledger.intake.stage(valid, rejects);
+        rows += chunk.length;
+        rejected += rejects.length;
+        progress.on({ type: 'rows', rows: chunk.length, rejected: rejects.length, fileDone: false });
       }
-      if (pending.length + pendingRejects.length >= ROWS_PER_TX) commit();
+    } catch (err) {
+      ledger.intake.discard();
+      throw err;
     }
-    // The last rows and the file's INGESTED mark commit together: a file is either wholly in the
+    // The file's rows and its INGESTED mark commit together: a file is either wholly in the
     // ledger or read again from the start by the next run.
-    commit(() => ledger.files.finishIngest(batchId, ord, sha256, rows, rejected));
+    ledger.bulkTx(() => {
+      ledger.intake.admit(batchId, ord);
+      ledger.files.finishIngest(batchId, ord, sha256, rows, rejected);
+    });
+    progress.on({ type: 'rows', rows: 0, rejected: 0, fileDone: true });
     log.info(`ingested ${path}: ${rows} rows, ${rejected} rejected`, { rows, rejected });
     const input = { path, sha256, rows, rejected, seenBefore: false, firstBatchId: batchId };
     inputs.push(input);

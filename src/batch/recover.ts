@@ -10,9 +10,9 @@ import { finishBatch, type BatchResult } from './finish.js';
 const RECENT = 5;
 
 /**
- * Closes a batch that cannot go on as ABORTED: a file it was half-way through is forgotten, so
- * the next run reads it again from the start (its targets, already queued, are carried over
- * like the rest of the batch's), and the report is written.
+ * Closes a batch that cannot go on as ABORTED: a file it was half-way through (none of whose rows
+ * reached the ledger) is forgotten, so the next run reads it again from the start, and the report
+ * is written.
  */
 export async function abortBatch(ledger: Ledger, batchId: string, reportsDir: string, reason: string, stats: Record<string, unknown>): Promise<{ result: BatchResult; discardedFiles: number }> {
   const discardedFiles = ledger.tx(() => ledger.files.discardHalfIngested(batchId));

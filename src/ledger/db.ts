@@ -35,6 +35,7 @@ export function openDb(path: string, opts: OpenOptions = {}): Db {
   db.pragma('foreign_keys = ON');
   db.pragma('busy_timeout = 5000');
   db.pragma(`cache_size = ${CACHE_SIZE}`);
+  db.pragma(`temp.cache_size = ${CACHE_SIZE}`);
   // SQLite gives a new -wal/-shm the database file's mode; one left by a crash keeps its own.
   for (const suffix of ['-wal', '-shm']) {
     if (existsSync(path + suffix)) chmodSync(path + suffix, 0o600);
@@ -44,7 +45,8 @@ export function openDb(path: string, opts: OpenOptions = {}): Db {
 }
 
 /**
- * SQLite's page cache, in SQLite's negative-means-KiB form. better-sqlite3's 16 MiB default fills
+ * SQLite's page cache (of the ledger, and of the temp tables a file is staged in), in SQLite's
+ * negative-means-KiB form. better-sqlite3's 16 MiB default fills
  * on every large night and stays filled, the one part of the job's memory that grew with the
  * file; it buys nothing here: the ledger's random lookups (target ids) range over far more pages
  * than any cache we would allow, its writes are appends, and the OS page cache serves the misses.

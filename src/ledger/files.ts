@@ -11,15 +11,16 @@ export class Files {
   private readonly inputsStmt;
   private readonly halfStmt;
   private readonly dropFileStmt;
+  private readonly dropInputStmt;
 
-  constructor(private readonly db: Db) {
+  constructor(db: Db) {
     this.ingestedStmt = db.prepare<[string], { first_batch_id: string; path: string }>(
       `SELECT first_batch_id, path FROM files WHERE sha256 = ? AND state = 'INGESTED'`,
     );
     this.addInputStmt = db.prepare(
       `INSERT INTO batch_inputs (batch_id, ord, path, sha256, seen_before) VALUES (?, ?, ?, ?, ?)`,
     );
-    // A row left INGESTING by a crash is replaced (recovery discarded its items); a file read
+    // A row left INGESTING by a crash is replaced; a file read
     // again with --force keeps its first ingest on record.
     this.startStmt = db.prepare(
       `INSERT INTO files (sha256, first_batch_id, path, state) VALUES (?, ?, ?, 'INGESTING')
@@ -43,6 +44,7 @@ export class Files {
         WHERE bi.batch_id = ? AND f.state = 'INGESTING' AND f.first_batch_id = bi.batch_id`,
     );
     this.dropFileStmt = db.prepare(`DELETE FROM files WHERE sha256 = ? AND state = 'INGESTING'`);
+    this.dropInputStmt = db.prepare(`DELETE FROM batch_inputs WHERE batch_id = ? AND ord = ?`);
   }
 
   findIngested(sha256: string): { firstBatchId: string; path: string } | undefined {
@@ -76,15 +78,14 @@ export class Files {
   }
 
   /**
-   * Forgets the files a dead batch was half-way through, with their rows, so the next run reads
-   * them again from the start (the file stays in the inbox until it is INGESTED).
+   * Forgets the files a dead batch was half-way through, so the next run reads them again from
+   * the start (the file stays in the inbox until it is INGESTED). Their rows never reached the
+   * ledger: a file's rows are admitted in the transaction that marks it INGESTED.
    */
   discardHalfIngested(batchId: string): number {
     const half = this.halfStmt.all(batchId);
     for (const f of half) {
-      this.db.prepare(`DELETE FROM items WHERE batch_id = ? AND input_ord = ?`).run(batchId, f.ord);
-      this.db.prepare(`DELETE FROM rejects WHERE batch_id = ? AND input_ord = ?`).run(batchId, f.ord);
-      this.db.prepare(`DELETE FROM batch_inputs WHERE batch_id = ? AND ord = ?`).run(batchId, f.ord);
+      this.dropInputStmt.run(batchId, f.ord);
       this.dropFileStmt.run(f.sha256);
     }
     return half.length;

@@ -3,6 +3,7 @@ import { Batches } from './batches.js';
 import { GroupCommitter } from './committer.js';
 import { openCopy, openDb, type Db, type OpenOptions } from './db.js';
 import { Files } from './files.js';
+import { Intake } from './intake.js';
 import { Items } from './items.js';
 import { LedgerLock } from './lock.js';
 import { Targets } from './targets.js';
@@ -17,6 +18,7 @@ export class Ledger {
   readonly files: Files;
   readonly targets: Targets;
   readonly items: Items;
+  readonly intake: Intake;
   readonly attempts: Attempts;
   readonly committer: GroupCommitter;
 
@@ -28,6 +30,7 @@ export class Ledger {
     this.files = new Files(db);
     this.targets = new Targets(db);
     this.items = new Items(db);
+    this.intake = new Intake(db);
     this.attempts = new Attempts(db);
     this.committer = new GroupCommitter(db);
   }
@@ -48,6 +51,20 @@ export class Ledger {
   /** Runs `fn` in one synchronous transaction (no await inside: better-sqlite3 forbids it, and so do we). */
   tx<T>(fn: () => T): T {
     return this.db.transaction(fn)();
+  }
+
+  /**
+   * `tx` with foreign-key checks off, for a bulk write that joins every reference it writes itself
+   * (Intake.admit). The pragma cannot change inside a transaction, so it is set around it.
+   */
+  bulkTx<T>(fn: () => T): T {
+    const was = this.db.pragma('foreign_keys', { simple: true }) as number;
+    this.db.pragma('foreign_keys = OFF');
+    try {
+      return this.tx(fn);
+    } finally {
+      this.db.pragma(`foreign_keys = ${was ? 'ON' : 'OFF'}`);
+    }
   }
 
   close(): void {

@@ -17,13 +17,6 @@ interface TargetRow {
   updated_at: string;
 }
 
-/** What the dedupe rules need to know of a target already in the ledger. */
-export interface SeenTarget {
-  pk: number;
-  state: TargetState;
-  seenBatchId: string | null;
-}
-
 export function toTarget(r: TargetRow): TargetRecord {
   return {
     pk: r.pk,
@@ -61,25 +54,9 @@ export class Targets {
   private readonly settleStmt;
   private readonly countStmt;
   private readonly pendingBatchesStmt;
-  private readonly seenStmt;
-  private readonly admitNewStmt;
-  private readonly admitSeenStmt;
-  private readonly admitQueuedStmt;
 
   constructor(db: Db) {
     this.getStmt = db.prepare<[Scope, string], TargetRow>(`SELECT * FROM targets WHERE scope = ? AND target_id = ?`);
-    this.seenStmt = db.prepare<[Scope, string], { pk: number; state: TargetState; seen_batch_id: string | null }>(
-      `SELECT pk, state, seen_batch_id FROM targets WHERE scope = ? AND target_id = ?`,
-    );
-    this.admitNewStmt = db.prepare<[Scope, string, string | null, string, string, string], { pk: number }>(
-      `INSERT INTO targets (scope, target_id, consumer_id, state, last_batch_id, seen_batch_id, updated_at)
-       VALUES (?, ?, ?, 'QUEUED', ?, ?, ?) ON CONFLICT (scope, target_id) DO NOTHING RETURNING pk`,
-    );
-    this.admitSeenStmt = db.prepare(`UPDATE targets SET seen_batch_id = ? WHERE pk = ?`);
-    this.admitQueuedStmt = db.prepare(
-      `UPDATE targets SET seen_batch_id = ?1, last_batch_id = ?1, state = 'QUEUED', consumer_id = coalesce(?2, consumer_id), updated_at = ?3
-        WHERE pk = ?4`,
-    );
     this.workStmt = db.prepare<[string, Scope, number, number], TargetRow>(
       `SELECT * FROM targets t
         WHERE t.last_batch_id = ? AND ${OPEN('t')} AND t.state = 'QUEUED' AND t.scope = ?
@@ -116,22 +93,6 @@ export class Targets {
   get(scope: Scope, targetId: string): TargetRecord | undefined {
     const r = this.getStmt.get(scope, targetId);
     return r ? toTarget(r) : undefined;
-  }
-
-  seen(scope: Scope, targetId: string): SeenTarget | undefined {
-    const r = this.seenStmt.get(scope, targetId);
-    return r ? { pk: r.pk, state: r.state, seenBatchId: r.seen_batch_id } : undefined;
-  }
-
-  /** Creates the target, queued as this batch's work, unless the ledger knows it. Returns the new pk. */
-  admitIfNew(scope: Scope, targetId: string, consumerId: string | null, batchId: string): number | undefined {
-    return this.admitNewStmt.get(scope, targetId, consumerId, batchId, batchId, nowIso())?.pk;
-  }
-
-  /** A known target has a row in this batch; `queued` makes it this batch's work. */
-  admitSeen(pk: number, batchId: string, queued: boolean, consumerId: string | null): void {
-    if (queued) this.admitQueuedStmt.run(batchId, consumerId, nowIso(), pk);
-    else this.admitSeenStmt.run(batchId, pk);
   }
 
   /**
