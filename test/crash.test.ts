@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { COMMIT_MAX_OPS } from '../src/ledger/index.js';
+import { COMMIT_MAX_OPS, Ledger } from '../src/ledger/index.js';
 import { mulberry32 } from '../src/sim/index.js';
 import type { BatchSummary } from '../src/types.js';
 import { assertReconciles, CLI, csv, makeWorld, runCli, type World, closeWorldsAfterEach } from './helpers.js';
@@ -175,6 +175,40 @@ describe('kill anywhere, rerun, lose nothing', () => {
     expect(existsSync(join(inbox, 'a.csv'))).toBe(false);
     expect(existsSync(join(world.config.archive, 'a.csv'))).toBe(true);
     expect(world.sim.state().optOutCalls).toEqual({ 'CARD:CARD-A1': 1, 'CARD:CARD-A2': 1 });
+  });
+
+  it('a kill inside the transaction that admits a file: nothing of it is in the ledger, the next run reads it whole', async () => {
+    // More rows than one staged chunk; a fast rate, so their opt-outs do not make a slow test.
+    world = await makeWorld({ config: { rate: { requestsPerSecond: 5000, concurrency: 32 } } });
+    const inbox = world.config.inbox;
+    mkdirSync(inbox, { recursive: true });
+    const ids = Array.from({ length: 3000 }, (_, i) => `CARD-I${i}`);
+    writeFileSync(join(inbox, 'a.csv'), csv(HEADER, ids.map((id) => `${id},CLOSED`)));
+    const args = ['run', '--inbox', inbox, '--archive', world.config.archive, '--config', world.configFile];
+    const crashed = await runCli(args, { D1_OPTOUT_FAULT: 'kill-before-ingest-commit' });
+    expect(crashed.code).toBe(null); // SIGKILLed by the fault injection
+    const ledger = Ledger.open(world.config.ledger, { readonly: true });
+    try {
+      expect(ledger.db.prepare(`SELECT count(*) AS n FROM items`).get()).toEqual({ n: 0 });
+      expect(ledger.targets.countByState()).toEqual({});
+      expect(ledger.db.prepare(`SELECT count(*) AS n FROM files WHERE state = 'INGESTED'`).get()).toEqual({ n: 0 });
+    } finally {
+      ledger.close();
+    }
+    expect(existsSync(join(inbox, 'a.csv'))).toBe(true);
+
+    const next = await runCli(args);
+    expect(next.code).toBe(0);
+    expect(next.stderr).toMatch(/left RUNNING by a process that died; marked ABORTED \(1 half-read file\(s\) will be read again\)/);
+    expect(existsSync(join(world.config.archive, 'a.csv'))).toBe(true);
+    const calls = world.sim.state().optOutCalls;
+    expect(Object.keys(calls).length).toBe(ids.length);
+    expect(Object.values(calls).every((n) => n === 1)).toBe(true);
+    const reports = batchReports(world);
+    expect(reports.map((r) => [r.status, r.rows.total])).toEqual([
+      ['ABORTED', 0],
+      ['COMPLETED', ids.length],
+    ]);
   });
 });
 

@@ -3,6 +3,7 @@ import type { Ledger } from '../ledger/index.js';
 import type { Logger } from '../log.js';
 import type { CardRow, Config, InputSummary, ProgressListener, RejectRow } from '../types.js';
 import { NO_PROGRESS } from './context.js';
+import { faultPoint } from './fault.js';
 
 export interface IngestOptions {
   force: boolean;
@@ -66,6 +67,7 @@ export async function ingestFiles(
     ledger.bulkTx(() => {
       ledger.intake.admit(batchId, ord);
       ledger.files.finishIngest(batchId, ord, sha256, rows, rejected);
+      faultPoint('kill-before-ingest-commit'); // everything written, nothing committed
     });
     progress.on({ type: 'rows', rows: 0, rejected: 0, fileDone: true });
     log.info(`ingested ${path}: ${rows} rows, ${rejected} rejected`, { rows, rejected });

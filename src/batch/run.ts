@@ -15,6 +15,7 @@ import { planBatch, type CarrySource } from './plan.js';
 import { abortBatch } from './recover.js';
 import { openSession } from './session.js';
 import type { StopSignal } from './stop.js';
+import { faultPoint } from './fault.js';
 
 export interface RunOptions {
   files: string[];
@@ -48,8 +49,7 @@ function inboxFiles(dir: string): string[] {
  * the next run reports it as seen and does not read it again.
  */
 function archiveFile(path: string, archive: string, batchId: string, log: Logger): void {
-  // Fault injection for the crash tests: die exactly between the commit and the move.
-  if (process.env['D1_OPTOUT_FAULT'] === 'kill-before-archive') process.kill(process.pid, 'SIGKILL');
+  faultPoint('kill-before-archive'); // between the commit and the move
   try {
     mkdirSync(archive, { recursive: true, mode: 0o700 });
     let dest = join(archive, basename(path));
