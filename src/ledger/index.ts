@@ -48,9 +48,14 @@ export class Ledger {
     return new LedgerLock(this.db, staleAfterSec, onLost);
   }
 
-  /** Runs `fn` in one synchronous transaction (no await inside: better-sqlite3 forbids it, and so do we). */
+  /**
+   * Runs `fn` in one synchronous transaction (no await inside: better-sqlite3 forbids it, and so
+   * do we). It takes the write lock at BEGIN: a transaction that reads first and writes later
+   * cannot wait out another writer (SQLite answers BUSY at once, busy_timeout or not), and one
+   * ops command touching the ledger at the wrong moment would abort the night's batch.
+   */
   tx<T>(fn: () => T): T {
-    return this.db.transaction(fn)();
+    return this.db.transaction(fn).immediate();
   }
 
   /**
