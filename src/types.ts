@@ -19,9 +19,6 @@ export type SkipDisposition =
   | 'SKIPPED_COVERED_BY_CONSUMER'
   | 'SKIPPED_PREVIOUSLY_FAILED';
 
-/** What the batch decided for one item: skip it (and why), or submit it (rule 5). */
-export type Disposition = SkipDisposition | 'SUBMIT';
-
 /** The outcome of one input row or carried-over target, as reported (DESIGN.md §4). */
 export type Outcome =
   | 'OPTED_OUT'
@@ -301,7 +298,7 @@ export type ProgressEvent =
   | { type: 'batch'; batchId: string }
   /** Reading starts with this many input files. */
   | { type: 'files'; files: number }
-  /** Rows now committed to the ledger; `fileDone` when a file is finished or skipped as seen before. */
+  /** Rows read (valid ones staged for the ledger); `fileDone` once a file is committed to the ledger or skipped as seen before. */
   | { type: 'rows'; rows: number; rejected: number; fileDone: boolean }
   /** Targets this batch still has to send: fewer once a consumer opt-out has covered some cards. */
   | { type: 'to-send'; targets: number }

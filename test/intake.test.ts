@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +9,7 @@ import { parseConfig } from '../src/config.js';
 import { CardFileError } from '../src/errors.js';
 import { Ledger } from '../src/ledger/index.js';
 import { createLogger } from '../src/log.js';
-import { csv } from './helpers.js';
+import { csv, ROOT } from './helpers.js';
 
 // The ledger's intake admits a file's rows together (DESIGN.md §3 rules 1, 2, 4, 5 in SQL): these
 // tests look at the ledger itself after an ingest, on a real SQLite file, with targets "in every
@@ -143,5 +145,36 @@ describe('ledger intake', () => {
     await ingest('B2', [file('good.csv', ['CARD-G1,,CLOSED,'])]);
     expect(items('B2').map((l) => [l.target_id, l.disposition])).toEqual([['CARD-G1', 'SUBMIT']]);
     expect(ledger.targets.countByState()).toEqual({ QUEUED: 1 });
+  });
+
+  it('starts every file empty: rows staged for a file that was never admitted do not leak into the next', async () => {
+    ledger.batches.create('B1', 'run', null);
+    const row = (id: string, line: number) => ({ scope: 'CARD' as const, targetId: id, consumerId: null, reason: 'CLOSED', eventTime: null, reference: null, sourceFile: 'x.csv', sourceLine: line });
+    ledger.intake.begin();
+    ledger.intake.stage([row('CARD-LOST', 2)], [{ sourceFile: 'x.csv', sourceLine: 3, error: 'bad', raw: 'r' }]);
+    // ... and that file failed before its admit; the next one begins:
+    ledger.intake.begin();
+    ledger.intake.stage([row('CARD-NEXT', 2)], []);
+    ledger.bulkTx(() => ledger.intake.admit('B1', 1));
+    expect(items('B1').map((l) => l.target_id)).toEqual(['CARD-NEXT']);
+    expect(ledger.db.prepare(`SELECT count(*) AS n FROM rejects`).get()).toEqual({ n: 0 });
+  });
+
+  it('waits for another writer instead of failing when the file is admitted', async () => {
+    ledger.batches.create('B1', 'run', null);
+    ledger.intake.begin();
+    ledger.intake.stage([{ scope: 'CARD', targetId: 'CARD-W', consumerId: null, reason: 'CLOSED', eventTime: null, reference: null, sourceFile: 'x.csv', sourceLine: 2 }], []);
+    // Another process (an ops command, say) holds the ledger's write lock for a second.
+    const holder = spawn(
+      process.execPath,
+      ['-e', `const db = new (require('better-sqlite3'))(process.argv[1]); db.exec('BEGIN IMMEDIATE'); console.log('locked'); setTimeout(() => { db.exec('COMMIT'); db.close(); }, 1000);`, join(dir, 'ledger.sqlite')],
+      { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    await once(holder.stdout!, 'data');
+    const started = Date.now();
+    ledger.bulkTx(() => ledger.intake.admit('B1', 0));
+    expect(Date.now() - started).toBeGreaterThanOrEqual(500);
+    expect(items('B1').map((l) => l.target_id)).toEqual(['CARD-W']);
+    await once(holder, 'exit');
   });
 });

@@ -45,6 +45,7 @@ export async function ingestFiles(
     });
     let rows = 0;
     let rejected = 0;
+    ledger.intake.begin();
     try {
       for await (const chunk of readCardFile(path, { delimiter: config.input.delimiter, reasons: config.input.reasons })) {
         const valid: CardRow[] = [];
@@ -57,18 +58,19 @@ export async function ingestFiles(
         rows += chunk.length;
         rejected += rejects.length;
         progress.on({ type: 'rows', rows: chunk.length, rejected: rejects.length, fileDone: false });
+        faultPoint('kill-while-staging');
       }
+      // The file's rows and its INGESTED mark commit together: a file is either wholly in the
+      // ledger or read again from the start by the next run.
+      ledger.bulkTx(() => {
+        ledger.intake.admit(batchId, ord);
+        ledger.files.finishIngest(batchId, ord, sha256, rows, rejected);
+        faultPoint('kill-before-ingest-commit'); // everything written, nothing committed
+      });
     } catch (err) {
       ledger.intake.discard();
       throw err;
     }
-    // The file's rows and its INGESTED mark commit together: a file is either wholly in the
-    // ledger or read again from the start by the next run.
-    ledger.bulkTx(() => {
-      ledger.intake.admit(batchId, ord);
-      ledger.files.finishIngest(batchId, ord, sha256, rows, rejected);
-      faultPoint('kill-before-ingest-commit'); // everything written, nothing committed
-    });
     progress.on({ type: 'rows', rows: 0, rejected: 0, fileDone: true });
     log.info(`ingested ${path}: ${rows} rows, ${rejected} rejected`, { rows, rejected });
     const input = { path, sha256, rows, rejected, seenBefore: false, firstBatchId: batchId };

@@ -20,8 +20,8 @@ export class Files {
     this.addInputStmt = db.prepare(
       `INSERT INTO batch_inputs (batch_id, ord, path, sha256, seen_before) VALUES (?, ?, ?, ?, ?)`,
     );
-    // A row left INGESTING by a crash is replaced; a file read
-    // again with --force keeps its first ingest on record.
+    // A row left INGESTING by a crash is replaced; a file read again with --force keeps its first
+    // ingest on record.
     this.startStmt = db.prepare(
       `INSERT INTO files (sha256, first_batch_id, path, state) VALUES (?, ?, ?, 'INGESTING')
        ON CONFLICT (sha256) DO UPDATE SET first_batch_id = excluded.first_batch_id, path = excluded.path, state = 'INGESTING'
@@ -60,7 +60,7 @@ export class Files {
     this.startStmt.run(sha256, batchId, path);
   }
 
-  /** Marks the file ingested; call in the transaction that commits its last rows. */
+  /** Marks the file ingested; call in the transaction that admits its rows. */
   finishIngest(batchId: string, ord: number, sha256: string, rows: number, rejected: number): void {
     this.finishFileStmt.run(rows, rejected, nowIso(), sha256);
     this.finishInputStmt.run(rows, rejected, batchId, ord);

@@ -29,11 +29,12 @@ const DISPOSITION_OF_FIRST_ROW = `CASE
  * not at all, and a kill half-way leaves nothing to undo (the temp table dies with the process).
  *
  * Admitting them together is what makes a large file cheap. Card ids are random, so admitting rows
- * one by one in file order inserts into the targets' unique index at random places: on a 1M-row
- * file that was 20 s, most of it spent on index pages missing from the cache and written again at
- * every commit. Here the rows are sorted once (an index on the temp table), new targets go in in
+ * one by one in file order inserts into the targets' unique index at random places: a 1M-row
+ * file took about 20 s that way, most of it spent on index pages missing from the cache and
+ * written again at every commit. Here the rows are sorted once (an index on the temp table), new targets go in in
  * key order, each row finds its target in key order too, and a small map (row → target) is sorted
- * back into file order for the items.
+ * back into file order for the items. New targets therefore get their pks, and so their turn to
+ * be sent, in key order.
  */
 export class Intake {
   private ready = false;
@@ -44,9 +45,16 @@ export class Intake {
 
   constructor(private readonly db: Db) {}
 
-  /** Creates the connection's temp tables on first use (read-only commands never need them). */
-  private setUp(): void {
-    if (this.ready) return;
+  /**
+   * Starts a file: creates the connection's temp tables on first use (read-only commands never
+   * need them) and empties them. Call outside any transaction, so that a rolled-back one cannot
+   * take the tables with it.
+   */
+  begin(): void {
+    if (this.ready) {
+      this.discard();
+      return;
+    }
     this.db.exec(`
       CREATE TEMP TABLE IF NOT EXISTS staged_rows (
         seq INTEGER PRIMARY KEY, scope TEXT NOT NULL, target_id TEXT NOT NULL, consumer_id TEXT,
@@ -65,7 +73,7 @@ export class Intake {
 
   /** Keeps rows and rejects of the file being read until `admit`. */
   stage(rows: readonly CardRow[], rejects: readonly RejectRow[]): void {
-    this.setUp();
+    this.mustHaveBegun();
     this.db.transaction(() => {
       const args = this.args;
       let i = 0;
@@ -99,7 +107,7 @@ export class Intake {
    * the targets in file order, the random order this avoids.
    */
   admit(batchId: string, ord: number): void {
-    this.setUp();
+    this.mustHaveBegun();
     const db = this.db;
     const b = batchId;
     const { maxPk } = db.prepare<[], { maxPk: number }>(`SELECT coalesce(max(pk), 0) AS maxPk FROM targets`).get()!;
@@ -147,7 +155,7 @@ export class Intake {
     this.discard();
   }
 
-  /** Forgets what is staged (after `admit`, or when a file cannot be read to its end). */
+  /** Forgets what is staged (after `admit`, or when a file cannot be read or admitted). */
   discard(): void {
     if (!this.ready) return;
     this.db.exec(`
@@ -157,5 +165,9 @@ export class Intake {
       DELETE FROM temp.staged_rejects;
       DELETE FROM temp.row_targets;
     `);
+  }
+
+  private mustHaveBegun(): void {
+    if (!this.ready) throw new Error('Intake: begin() a file before staging or admitting it');
   }
 }

@@ -1,4 +1,4 @@
-import type { CardRow, Disposition, Outcome, RejectRow, ResultLine, Scope } from '../types.js';
+import type { Outcome, ResultLine, Scope } from '../types.js';
 import { nowIso, type Db } from './db.js';
 import { NOT_COVERED, OPEN } from './targets.js';
 
@@ -48,8 +48,6 @@ export interface ItemHistory {
 
 /** The batch's items: input rows and carried-over targets, their dispositions and outcomes. */
 export class Items {
-  private readonly insertRowStmt;
-  private readonly insertRejectStmt;
   private readonly coverInBatchStmt;
   private readonly freezeStmt;
   private readonly refreezePendingStmt;
@@ -63,13 +61,6 @@ export class Items {
   private readonly requeueCarriedStmt;
 
   constructor(private readonly db: Db) {
-    this.insertRowStmt = db.prepare(
-      `INSERT INTO items (batch_id, origin, target_pk, scope, target_id, consumer_id, reason, event_time, reference, input_ord, source_line, disposition)
-       VALUES (?, 'ROW', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    );
-    this.insertRejectStmt = db.prepare(
-      `INSERT INTO rejects (batch_id, input_ord, source_line, error, raw) VALUES (?, ?, ?, ?, ?)`,
-    );
     // Targets this batch has no row for but an earlier batch left unfinished (DESIGN.md §3):
     // queued, in doubt or retryable ones are sent again, pending ones polled.
     const carry = (where: string) =>
@@ -147,14 +138,6 @@ export class Items {
         WHERE i.target_pk = ?
         ORDER BY i.pk`,
     );
-  }
-
-  insertRow(batchId: string, ord: number, r: CardRow, targetPk: number, disposition: Disposition): void {
-    this.insertRowStmt.run(batchId, targetPk, r.scope, r.targetId, r.consumerId, r.reason, r.eventTime, r.reference, ord, r.sourceLine, disposition);
-  }
-
-  insertReject(batchId: string, ord: number, r: RejectRow): void {
-    this.insertRejectStmt.run(batchId, ord, r.sourceLine, r.error, r.raw);
   }
 
   /** Adds earlier batches' unfinished targets (DESIGN.md §3 carry-over), or one parent's for a rerun. */
