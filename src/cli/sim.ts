@@ -40,13 +40,14 @@ export const simModule: CommandModule<object, Args> = {
       }
       const scenario = args.scenario ? await loadScenarioFile(args.scenario) : {};
       const sim = await startSimulator({ port: args.port, scenario, issuers });
+      // Before the lines that say it is up: whoever waits for them may stop it at once.
+      const shutdown = () => void sim.close().then(() => process.exit(EXIT.OK));
+      process.once('SIGINT', shutdown);
+      process.once('SIGTERM', shutdown);
       process.stdout.write(
         `D1 simulator listening\n  d1.baseUrl  ${sim.baseUrl}\n  d1.tokenUrl ${sim.tokenUrl}\n  ground truth ${sim.url}/__sim/state\n` +
           (issuers.length ? `  trusts issuer ${issuers[0]!.issuerId} (kid ${issuers[0]!.kid})\n` : '  trusts no issuer: pass --config to accept your job\n'),
       );
-      const shutdown = () => void sim.close().then(() => process.exit(EXIT.OK));
-      process.once('SIGINT', shutdown);
-      process.once('SIGTERM', shutdown);
     } catch (err) {
       process.stderr.write(`d1-optout sim: ${redactText((err as Error).message)}\n`);
       process.exit(err instanceof JobError ? err.exitCode : EXIT.USAGE);
