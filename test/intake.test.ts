@@ -177,4 +177,14 @@ describe('ledger intake', () => {
     expect(items('B1').map((l) => l.target_id)).toEqual(['CARD-W']);
     await once(holder, 'exit');
   });
+
+  it('keeps the page caches of the ledger and of its staging tables small, in a run and in a dry run', () => {
+    // The one part of the job's memory that grew with a large file (npm run bench measures it).
+    for (const l of [ledger, Ledger.copyOf(join(dir, 'ledger.sqlite'))]) {
+      l.intake.begin();
+      expect(l.db.pragma('cache_size', { simple: true })).toBe(-4096);
+      expect(l.db.pragma('temp.cache_size', { simple: true })).toBe(-4096);
+      if (l !== ledger) l.close();
+    }
+  });
 });
