@@ -51,9 +51,3 @@ export class LockHeldError extends JobError {
   }
 }
 
-/** The run stopped early; its progress is in the ledger and the next run resumes it (exit 4). */
-export class AbortError extends JobError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('fatal', EXIT.ABORTED, message, options);
-  }
-}

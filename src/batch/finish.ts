@@ -1,6 +1,6 @@
 import { EXIT, type ExitCode } from '../errors.js';
 import type { Ledger } from '../ledger/index.js';
-import { buildSummary, hasFailures } from '../report/summary.js';
+import { buildSummary, completedStatus, hasFailures } from '../report/summary.js';
 import { writeReport } from '../report/write.js';
 import type { BatchStatus, BatchSummary } from '../types.js';
 
@@ -28,8 +28,7 @@ export async function finishBatch(
   ledger.committer.flush();
   ledger.tx(() => {
     ledger.items.freezeOutcomes(batchId);
-    const draft = buildSummary(ledger, batchId, reportsDir);
-    const status: BatchStatus = abortReason ? 'ABORTED' : hasFailures(draft) ? 'COMPLETED_WITH_FAILURES' : 'COMPLETED';
+    const status: BatchStatus = abortReason ? 'ABORTED' : completedStatus(ledger, batchId);
     ledger.batches.finish(batchId, status, abortReason, stats);
   });
   const summary = buildSummary(ledger, batchId, reportsDir);

@@ -1,6 +1,6 @@
 import { UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { buildSummary, hasFailures } from '../report/summary.js';
+import { buildSummary, completedStatus } from '../report/summary.js';
 import { writeReport } from '../report/write.js';
 import type { BatchSummary, Config, ProgressListener } from '../types.js';
 import { NO_PROGRESS } from './context.js';
@@ -34,8 +34,7 @@ export async function pollCommand(
       ledger.tx(() => {
         ledger.items.refreezePending(b);
         if (batch.status === 'COMPLETED' || batch.status === 'COMPLETED_WITH_FAILURES') {
-          const status = hasFailures(buildSummary(ledger, b, config.reportsDir)) ? 'COMPLETED_WITH_FAILURES' : 'COMPLETED';
-          ledger.batches.finish(b, status, batch.abortReason, batch.stats);
+          ledger.batches.finish(b, completedStatus(ledger, b), batch.abortReason, batch.stats);
         }
       });
       const summary = buildSummary(ledger, b, config.reportsDir);

@@ -171,7 +171,7 @@ export async function rerunBatch(
   progress: ProgressListener = NO_PROGRESS,
 ): Promise<BatchResult | DryRunResult> {
   const pickParent = (ledger: Ledger): string => {
-    const parent = opts.last ? ledger.batches.list(20).find((b) => b.kind === 'run' || b.kind === 'rerun') : opts.batch ? ledger.batches.get(opts.batch) : undefined;
+    const parent = opts.last ? ledger.batches.last() : opts.batch ? ledger.batches.get(opts.batch) : undefined;
     if (!parent) throw new UsageError(opts.last ? 'there is no batch to rerun yet' : `no batch ${opts.batch ?? ''} in the ledger (see d1-optout status)`);
     return parent.id;
   };

@@ -10,8 +10,6 @@ import { CircuitBreaker, type StopSignal } from './stop.js';
 /** An open ledger with its lock held, and a D1 client ready to call: what run, rerun and poll start from. */
 export interface Session {
   ledger: Ledger;
-  client: D1Client;
-  limiter: RateLimiter;
   context(batchId: string, log: Logger): BatchContext;
   close(): void;
 }
@@ -42,8 +40,6 @@ export async function openSession(config: Config, command: string, log: Logger, 
     const breaker = new CircuitBreaker(config.abort.maxConsecutiveFailures, stop);
     return {
       ledger: open,
-      client,
-      limiter,
       context: (batchId, batchLog) => ({ batchId, config, ledger: open, client, limiter, log: batchLog, stop, breaker, freshBudget: new Set(), progress }),
       close: () => {
         try {

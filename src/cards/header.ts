@@ -4,7 +4,7 @@
 
 import { CardFileError } from '../errors.js';
 import type { Config } from '../types.js';
-import { maskCardNumbers } from './pan.js';
+import { quoteMasked } from './pan.js';
 
 /** A delimiter a card file may use. */
 export type Delimiter = ',' | ';' | '|' | '\t';
@@ -55,8 +55,7 @@ export function matchColumn(name: string): KnownColumn | null {
 
 /** A header name as it may appear in a message: masked, trimmed, short. */
 function showName(name: string): string {
-  const masked = maskCardNumbers(name.trim());
-  return JSON.stringify(masked.length > 40 ? `${masked.slice(0, 39)}…` : masked);
+  return quoteMasked(name.trim());
 }
 
 /**

@@ -232,3 +232,9 @@ export function maskCardNumbers(text: string): string {
   }
   return copied === 0 ? text : out + text.slice(copied);
 }
+
+/** Text quoted back in a message (a reject, a refused header): card numbers masked, cut to 40 characters. */
+export function quoteMasked(text: string): string {
+  const masked = maskCardNumbers(text);
+  return JSON.stringify(masked.length > 40 ? `${masked.slice(0, 39)}…` : masked);
+}

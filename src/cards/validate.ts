@@ -5,7 +5,7 @@
 
 import type { CardRow, Scope } from '../types.js';
 import type { HeaderMap } from './header.js';
-import { containsCardNumber, maskCardNumbers } from './pan.js';
+import { containsCardNumber, maskCardNumbers, quoteMasked } from './pan.js';
 
 /** The reject text of a row that holds a card number (the number itself is never repeated). */
 export const PAN_REJECT = 'a card number (PAN) is in the row; card files must carry D1 card ids, not PANs';
@@ -90,12 +90,6 @@ function isDigitCode(c: number): boolean {
   return c >= 48 && c <= 57;
 }
 
-/** A value quoted back in a reject text: masked, and cut to 40 characters. */
-function show(value: string): string {
-  const masked = maskCardNumbers(value);
-  return JSON.stringify(masked.length > 40 ? `${masked.slice(0, 39)}…` : masked);
-}
-
 /**
  * The reader decodes bytes that are not UTF-8 as U+FFFD, which no id, reason or scope allows; the
  * cause to fix is then the file's encoding (a Latin-1 or Windows export), not the value.
@@ -106,7 +100,7 @@ function encodingHint(value: string): string {
 
 /** The reject text for a consumer id that breaks D1's pattern, on a CARD row or a CONSUMER row alike. */
 function badConsumerId(consumerId: string): string {
-  return `consumer_id: ${show(consumerId)} is not a D1 consumer id (1-64 of A-Z a-z 0-9 _ -)${encodingHint(consumerId)}`;
+  return `consumer_id: ${quoteMasked(consumerId)} is not a D1 consumer id (1-64 of A-Z a-z 0-9 _ -)${encodingHint(consumerId)}`;
 }
 
 /** True when every field of the record is empty or blank: a line that carries nothing. */
@@ -156,7 +150,7 @@ export function validateRow(
     const upper = scopeText.toUpperCase();
     if (upper === 'CARD') scope = 'CARD';
     else if (upper === 'CONSUMER') scope = 'CONSUMER';
-    else return `scope: ${show(scopeText)} is not CARD or CONSUMER${encodingHint(scopeText)}`;
+    else return `scope: ${quoteMasked(scopeText)} is not CARD or CONSUMER${encodingHint(scopeText)}`;
   }
 
   let targetId: string;
@@ -167,7 +161,7 @@ export function validateRow(
         : 'card_id: missing (a CARD row needs the D1 card id)';
     }
     if (!CARD_ID.test(cardId)) {
-      return `card_id: ${show(cardId)} is not a D1 card id (1-48 of A-Z a-z 0-9 _ -)${encodingHint(cardId)}`;
+      return `card_id: ${quoteMasked(cardId)} is not a D1 card id (1-48 of A-Z a-z 0-9 _ -)${encodingHint(cardId)}`;
     }
     if (consumerId !== '' && !CONSUMER_ID.test(consumerId)) return badConsumerId(consumerId);
     targetId = cardId;
@@ -185,14 +179,14 @@ export function validateRow(
   if (reasonText === '') return 'reason: missing';
   const reason = reasonText.toUpperCase();
   if (!ctx.reasons.has(reason)) {
-    return `reason: ${show(reasonText)} is not one of the configured reasons (${ctx.reasonList})${encodingHint(reasonText)}`;
+    return `reason: ${quoteMasked(reasonText)} is not one of the configured reasons (${ctx.reasonList})${encodingHint(reasonText)}`;
   }
 
   let eventTime: string | null = null;
   if (h.eventTime >= 0) {
     const t = fields[h.eventTime]!.trim();
     if (t !== '') {
-      if (!isIsoDateTime(t)) return `event_time: ${show(t)} is not an ISO 8601 date or date-time`;
+      if (!isIsoDateTime(t)) return `event_time: ${quoteMasked(t)} is not an ISO 8601 date or date-time`;
       eventTime = t;
     }
   }

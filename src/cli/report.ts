@@ -2,8 +2,7 @@ import type { CommandModule } from 'yargs';
 import { EXIT, UsageError } from '../errors.js';
 import { buildSummary } from '../report/summary.js';
 import { writeReport } from '../report/write.js';
-import { openReadonly } from './status.js';
-import { configOption, runCommand, type CommonArgs } from './shared.js';
+import { configOption, openReadonly, runCommand, type CommonArgs } from './shared.js';
 
 interface Args extends CommonArgs {
   batch: string;

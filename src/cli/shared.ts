@@ -1,5 +1,6 @@
 import { configPath, loadConfig } from '../config.js';
-import { EXIT, JobError, type ExitCode } from '../errors.js';
+import { EXIT, JobError, UsageError, type ExitCode } from '../errors.js';
+import { Ledger } from '../ledger/index.js';
 import { closeLogger, createLogger, logToFileOnly, redactText, type Logger } from '../log.js';
 import { StopSignal } from '../batch/stop.js';
 import type { BatchResult } from '../batch/finish.js';
@@ -128,5 +129,14 @@ function writeMetrics(path: string, summary: BatchSummary, exitCode: ExitCode, l
     writeMetricsFile(path, formatMetrics(summary, exitCode));
   } catch (err) {
     log.warn(`could not write the metrics file ${path}: ${(err as Error).message}`);
+  }
+}
+
+/** The ledger for a read-only command; a ledger that is missing or of another version is a usage error (exit 2). */
+export function openReadonly(path: string): Ledger {
+  try {
+    return Ledger.open(path, { readonly: true });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
   }
 }

@@ -1,8 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { EXIT, UsageError } from '../errors.js';
 import { formatTimeline, loadTimelines } from '../report/timeline.js';
-import { openReadonly } from './status.js';
-import { configOption, jsonOption, runCommand, type CommonArgs } from './shared.js';
+import { configOption, jsonOption, openReadonly, runCommand, type CommonArgs } from './shared.js';
 
 interface Args extends CommonArgs {
   id: string;

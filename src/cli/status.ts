@@ -1,10 +1,9 @@
 import type { CommandModule } from 'yargs';
 import { EXIT, UsageError } from '../errors.js';
-import { Ledger } from '../ledger/index.js';
 import { batchOverviews, formatStatus } from '../report/status.js';
 import { buildSummary } from '../report/summary.js';
 import { formatSummary } from '../report/terminal.js';
-import { configOption, jsonOption, runCommand, type CommonArgs } from './shared.js';
+import { configOption, jsonOption, openReadonly, runCommand, type CommonArgs } from './shared.js';
 
 interface Args extends CommonArgs {
   batch?: string;
@@ -31,7 +30,7 @@ export const statusModule: CommandModule<object, Args> = {
           process.stdout.write((args.json ? JSON.stringify(s, null, 2) : formatSummary(s)) + '\n');
           return EXIT.OK;
         }
-        const batches = batchOverviews(ledger, args.limit, config.reportsDir);
+        const batches = batchOverviews(ledger, args.limit);
         const targets = ledger.targets.countByState();
         process.stdout.write((args.json ? JSON.stringify({ batches, targets }, null, 2) : formatStatus(batches, targets)) + '\n');
         return EXIT.OK;
@@ -40,11 +39,3 @@ export const statusModule: CommandModule<object, Args> = {
       }
     }),
 };
-
-export function openReadonly(path: string): Ledger {
-  try {
-    return Ledger.open(path, { readonly: true });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-}

@@ -70,7 +70,7 @@ export function classifyResponse(res: WireResponse, alreadyOptedOutCodes: readon
         return { ...base, class: 'pending', error: `D1 operation status ${JSON.stringify(base.operationStatus)} is not one this job knows; kept as pending` };
     }
   }
-  if (res.status === 408 || res.status === 429 || res.status >= 500) {
+  if (isRetryableStatus(res.status)) {
     const retryAfter = res.headers.get('retry-after');
     return {
       ...base,
@@ -81,4 +81,9 @@ export function classifyResponse(res: WireResponse, alreadyOptedOutCodes: readon
   }
   if (res.status === 401) return { ...base, class: 'fatal', error: base.error ?? 'Unauthorized' };
   return { ...base, class: 'permanent', error: base.error ?? `HTTP ${res.status}` };
+}
+
+/** HTTP answers worth asking again (timeout, throttled, server side), for D1's API and its token endpoint alike. */
+export function isRetryableStatus(status: number): boolean {
+  return status === 408 || status === 429 || status >= 500;
 }

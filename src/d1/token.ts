@@ -2,7 +2,7 @@ import { randomUUID, type KeyObject } from 'node:crypto';
 import { SignJWT } from 'jose';
 import type { Clock } from '../throttle/clock.js';
 import { realClock } from '../throttle/clock.js';
-import { safeCut } from './classify.js';
+import { isRetryableStatus, safeCut } from './classify.js';
 import type { Transport } from './http.js';
 
 /** The assertion lives 5 minutes: well inside D1's 15-minute ceiling, with room for clock skew. */
@@ -104,7 +104,7 @@ export class TokenProvider {
     const detail = [typeof json.errorCode === 'string' ? json.errorCode : null, typeof json.error === 'string' ? safeCut(json.error, 120) : null]
       .filter(Boolean)
       .join(': ');
-    const retryable = res.status === 408 || res.status === 429 || res.status >= 500;
+    const retryable = isRetryableStatus(res.status);
     throw new TokenError(
       !retryable,
       res.status,

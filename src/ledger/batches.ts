@@ -34,7 +34,6 @@ export class Batches {
   private readonly insertStmt;
   private readonly getStmt;
   private readonly finishStmt;
-  private readonly statsStmt;
   private readonly listStmt;
   private readonly lastStmt;
   private readonly runningStmt;
@@ -47,7 +46,6 @@ export class Batches {
     this.finishStmt = db.prepare(
       `UPDATE batches SET status = ?, ended_at = ?, abort_reason = ?, stats = ? WHERE id = ?`,
     );
-    this.statsStmt = db.prepare(`UPDATE batches SET stats = ? WHERE id = ?`);
     this.listStmt = db.prepare<[number], BatchRow>(`SELECT * FROM batches ORDER BY started_at DESC, rowid DESC LIMIT ?`);
     this.lastStmt = db.prepare<[], BatchRow>(`SELECT * FROM batches ORDER BY started_at DESC, rowid DESC LIMIT 1`);
     this.runningStmt = db.prepare<[], BatchRow>(`SELECT * FROM batches WHERE status = 'RUNNING' ORDER BY started_at`);
@@ -74,10 +72,6 @@ export class Batches {
   /** Batches still marked RUNNING: with the lock held by us, these were left by a process that died. */
   running(): BatchInfo[] {
     return this.runningStmt.all().map(toRecord);
-  }
-
-  saveStats(id: string, stats: Record<string, unknown>): void {
-    this.statsStmt.run(JSON.stringify(stats), id);
   }
 
   finish(id: string, status: BatchStatus, abortReason: string | null, stats: Record<string, unknown>): void {

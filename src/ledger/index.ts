@@ -10,7 +10,7 @@ import { Targets } from './targets.js';
 
 export type { BatchInfo } from './batches.js';
 export type { ItemHistory, RejectLine } from './items.js';
-export { COMMIT_MAX_OPS, GroupCommitter } from './committer.js';
+export { COMMIT_MAX_OPS } from './committer.js';
 
 /** The SQLite ledger: the single source of truth, one module per concern. */
 export class Ledger {

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { RejectLine } from '../ledger/index.js';
-import { OUTCOMES, type BatchSummary, type Outcome, type RequestSecond, type ResultLine } from '../types.js';
+import { FAILURE_OUTCOMES, OUTCOMES, type BatchSummary, type RequestSecond, type ResultLine } from '../types.js';
 import { formatCount, formatDuration, formatUtc } from './format.js';
-import { durationMs } from './summary.js';
+import { durationMs, outcomeCount } from './summary.js';
 import { nextSteps } from './terminal.js';
 
 /** Rows of the failures and rejects tables; the CSV files beside the page have them all. */
@@ -103,23 +103,21 @@ const sha256 = (text: string) => createHash('sha256').update(text, 'utf8').diges
  */
 const CSP = `default-src 'none'; style-src 'sha256-${sha256(STYLE)}'; script-src 'sha256-${sha256(SCRIPT)}'; img-src data:; base-uri 'none'; form-action 'none'`;
 
-const both = (s: BatchSummary, o: Outcome) => (s.outcomes[o] ?? 0) + (s.carriedOver[o] ?? 0);
-
 function tile(metric: string, label: string, value: number, shown: string, tone = ''): string {
   return `<div class="tile${tone ? ` ${tone}` : ''}" data-metric="${esc(metric)}" data-value="${esc(value)}"><div class="v">${esc(shown)}</div><div class="k">${esc(label)}</div></div>`;
 }
 
 function tiles(s: BatchSummary): string {
-  const failed = both(s, 'FAILED_RETRYABLE') + both(s, 'FAILED_PERMANENT') + both(s, 'NOT_ATTEMPTED');
-  const skipped = OUTCOMES.filter((o) => o.startsWith('SKIPPED_')).reduce((n, o) => n + both(s, o), 0);
+  const failed = FAILURE_OUTCOMES.reduce((n, o) => n + outcomeCount(s, o), 0);
+  const skipped = OUTCOMES.filter((o) => o.startsWith('SKIPPED_')).reduce((n, o) => n + outcomeCount(s, o), 0);
   const ms = durationMs(s) ?? 0;
   const rate = s.d1.achievedRps ?? 0;
   return [
     tile('rows-total', 'Rows read', s.rows.total, formatCount(s.rows.total)),
     tile('rows-valid', 'Valid rows', s.rows.valid, formatCount(s.rows.valid)),
     tile('rows-rejected', 'Rejected rows', s.rows.rejected, formatCount(s.rows.rejected), s.rows.rejected > 0 ? 'warn' : ''),
-    tile('opted-out', 'Opted out', both(s, 'OPTED_OUT'), formatCount(both(s, 'OPTED_OUT')), 'good'),
-    tile('pending', 'Pending at D1', both(s, 'PENDING'), formatCount(both(s, 'PENDING')), both(s, 'PENDING') > 0 ? 'warn' : ''),
+    tile('opted-out', 'Opted out', outcomeCount(s, 'OPTED_OUT'), formatCount(outcomeCount(s, 'OPTED_OUT')), 'good'),
+    tile('pending', 'Pending at D1', outcomeCount(s, 'PENDING'), formatCount(outcomeCount(s, 'PENDING')), outcomeCount(s, 'PENDING') > 0 ? 'warn' : ''),
     tile('failed', 'Failed or not attempted', failed, formatCount(failed), failed > 0 ? 'bad' : ''),
     tile('skipped', 'Skipped', skipped, formatCount(skipped)),
     tile('requests', 'D1 requests', s.d1.requests, formatCount(s.d1.requests)),
@@ -132,14 +130,14 @@ function tiles(s: BatchSummary): string {
 
 /** Horizontal bars, one per outcome present: input rows solid, carried-over targets lighter. */
 function outcomeChart(s: BatchSummary): string {
-  const present = OUTCOMES.filter((o) => both(s, o) > 0);
+  const present = OUTCOMES.filter((o) => outcomeCount(s, o) > 0);
   if (present.length === 0) return '<p class="note">This batch had no rows and no carried-over targets.</p>';
   const labelW = 230;
   const valueW = 110;
   const rowH = 28;
   const width = 960;
   const plotW = width - labelW - valueW;
-  const max = Math.max(...present.map((o) => both(s, o)));
+  const max = Math.max(...present.map((o) => outcomeCount(s, o)));
   const rows = present.map((o, i) => {
     const input = s.outcomes[o] ?? 0;
     const carried = s.carriedOver[o] ?? 0;

@@ -1,13 +1,13 @@
 import type { Ledger } from '../ledger/index.js';
 import { OUTCOMES, type BatchOverview, type Outcome } from '../types.js';
 import { formatCount, formatDuration, formatUtc, textTable } from './format.js';
-import { buildSummary, durationMs } from './summary.js';
+import { durationMs, outcomeCount, rowsOf } from './summary.js';
 
 /** The most recent batches, newest first, as `status` lists them. */
-export function batchOverviews(ledger: Ledger, limit: number, reportsDir: string): BatchOverview[] {
+export function batchOverviews(ledger: Ledger, limit: number): BatchOverview[] {
   return ledger.batches.list(limit).map((b) => {
-    const s = buildSummary(ledger, b.id, reportsDir);
-    return { id: b.id, kind: b.kind, parent: b.parentId, startedAt: b.startedAt, endedAt: b.endedAt, durationMs: durationMs(b), status: b.status, rows: s.rows, outcomes: s.outcomes, carriedOver: s.carriedOver };
+    const { rows, carriedOver } = ledger.items.counts(b.id);
+    return { id: b.id, kind: b.kind, parent: b.parentId, startedAt: b.startedAt, endedAt: b.endedAt, durationMs: durationMs(b), status: b.status, rows: rowsOf(ledger.files.inputs(b.id)), outcomes: rows, carriedOver };
   });
 }
 
@@ -34,8 +34,7 @@ export function formatStatus(batches: readonly BatchOverview[], targets: Record<
   const lines: string[] = [];
   if (batches.length === 0) lines.push('No batches yet.');
   else {
-    const both = (b: BatchOverview, o: Outcome) => (b.outcomes[o] ?? 0) + (b.carriedOver[o] ?? 0);
-    const shown = OUTCOMES.filter((o) => batches.some((b) => both(b, o) > 0));
+    const shown = OUTCOMES.filter((o) => batches.some((b) => outcomeCount(b, o) > 0));
     const header = ['BATCH', 'KIND', 'PARENT', 'STARTED (UTC)', 'DURATION', 'STATUS', 'ROWS', 'REJECTED', ...shown.map((o) => SHORT[o])];
     const rows = batches.map((b) => [
       b.id,
@@ -46,7 +45,7 @@ export function formatStatus(batches: readonly BatchOverview[], targets: Record<
       b.status,
       formatCount(b.rows.total),
       formatCount(b.rows.rejected),
-      ...shown.map((o) => formatCount(both(b, o))),
+      ...shown.map((o) => formatCount(outcomeCount(b, o))),
     ]);
     lines.push(...textTable(header, rows, header.map((_, i) => i >= 4 && i !== 5)));
     const legend = shown.filter((o) => SHORT[o] !== o).map((o) => `${SHORT[o]}=${o}`);

@@ -1,14 +1,12 @@
 import { join } from 'node:path';
 import type { Ledger } from '../ledger/index.js';
-import type { BatchSummary } from '../types.js';
+import { FAILURE_OUTCOMES, type BatchSummary, type BatchStatus, type InputSummary, type Outcome } from '../types.js';
 
 /** summary.json of DESIGN.md §4, computed from the ledger alone so any batch can be reported again. */
 export function buildSummary(ledger: Ledger, batchId: string, reportsDir: string): BatchSummary {
   const batch = ledger.batches.get(batchId);
   if (!batch) throw new Error(`no batch ${batchId} in ledger ${ledger.path}`);
   const inputs = ledger.files.inputs(batchId);
-  const total = inputs.reduce((n, i) => n + i.rows, 0);
-  const rejected = inputs.reduce((n, i) => n + i.rejected, 0);
   const { rows, carriedOver } = ledger.items.counts(batchId);
   const requestsByStatus = ledger.attempts.requestsByStatus(batchId);
   const span = ledger.attempts.optOutSpan(batchId);
@@ -23,7 +21,7 @@ export function buildSummary(ledger: Ledger, batchId: string, reportsDir: string
     status: batch.status,
     abortReason: batch.abortReason,
     inputs,
-    rows: { total, valid: total - rejected, rejected },
+    rows: rowsOf(inputs),
     outcomes: rows,
     carriedOver,
     d1: {
@@ -38,6 +36,13 @@ export function buildSummary(ledger: Ledger, batchId: string, reportsDir: string
     },
     reportDir: join(reportsDir, batchId),
   };
+}
+
+/** Rows read, valid and rejected, over a batch's input files. */
+export function rowsOf(inputs: readonly InputSummary[]): BatchSummary['rows'] {
+  const total = inputs.reduce((n, i) => n + i.rows, 0);
+  const rejected = inputs.reduce((n, i) => n + i.rejected, 0);
+  return { total, valid: total - rejected, rejected };
 }
 
 /**
@@ -55,7 +60,20 @@ export function durationMs(s: { startedAt: string; endedAt: string | null }): nu
   return s.endedAt ? Date.parse(s.endedAt) - Date.parse(s.startedAt) : null;
 }
 
-export function hasFailures(s: BatchSummary): boolean {
-  const failed = (o: Partial<Record<string, number>>) => (o['FAILED_RETRYABLE'] ?? 0) + (o['FAILED_PERMANENT'] ?? 0) + (o['NOT_ATTEMPTED'] ?? 0);
-  return failed(s.outcomes) + failed(s.carriedOver) > 0;
+type OutcomeCounts = Pick<BatchSummary, 'outcomes' | 'carriedOver'>;
+
+/** Input rows and carried-over targets with outcome `o`. */
+export function outcomeCount(s: OutcomeCounts, o: Outcome): number {
+  return (s.outcomes[o] ?? 0) + (s.carriedOver[o] ?? 0);
+}
+
+/** Whether any line of the batch ended in one of FAILURE_OUTCOMES (the lines of failures.csv). */
+export function hasFailures(s: OutcomeCounts): boolean {
+  return FAILURE_OUTCOMES.some((o) => outcomeCount(s, o) > 0);
+}
+
+/** How a batch that ran to its end closes, from its outcome counts alone (no summary needed). */
+export function completedStatus(ledger: Ledger, batchId: string): BatchStatus {
+  const { rows, carriedOver } = ledger.items.counts(batchId);
+  return hasFailures({ outcomes: rows, carriedOver }) ? 'COMPLETED_WITH_FAILURES' : 'COMPLETED';
 }

@@ -1,6 +1,6 @@
 import { OUTCOMES, type BatchSummary, type Outcome } from '../types.js';
 import { formatCount, formatDuration, textTable } from './format.js';
-import { durationMs } from './summary.js';
+import { durationMs, outcomeCount } from './summary.js';
 
 type Counts = Partial<Record<Outcome, number>>;
 
@@ -56,7 +56,7 @@ export function formatSummary(s: BatchSummary, opts: { dryRun?: boolean } = {}):
 
 /** What an operator should type after this batch, for the terminal summary and report.html alike. */
 export function nextSteps(s: BatchSummary): string[] {
-  const both = (o: Outcome) => (s.outcomes[o] ?? 0) + (s.carriedOver[o] ?? 0);
+  const both = (o: Outcome) => outcomeCount(s, o);
   const retryable = both('FAILED_RETRYABLE') + both('NOT_ATTEMPTED');
   const permanent = both('FAILED_PERMANENT');
   const pending = both('PENDING');
