@@ -60,7 +60,7 @@ describe('config validation (exit 2, one line naming the key and what is expecte
     [
       'an unknown top-level key',
       () => variant((c) => (c['colour'] = 'blue')),
-      /config key colour is unknown; expected one of d1, rate, pending, abort, lock, ledger, reportsDir, inbox, archive, input, log$/,
+      /config key colour is unknown; expected one of d1, rate, pending, abort, lock, ledger, reportsDir, inbox, archive, quarantine, input, log$/,
     ],
     [
       'an unknown TLS key',

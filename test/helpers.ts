@@ -63,6 +63,10 @@ export async function makeWorld(opts: { scenario?: Partial<Scenario>; config?: R
       reportsDir: join(dir, 'reports'),
       inbox: join(dir, 'inbox'),
       archive: join(dir, 'archive'),
+      quarantine: join(dir, 'quarantine'),
+      // Tests write their inbox files whole before a run starts, so none is still arriving; the
+      // tests of arriving files (inbox.test.ts) set their own settle time.
+      input: { settleSec: 0 },
       log: { level: 'debug', file: join(dir, 'log', 'd1-optout.log') },
     },
     opts.config ?? {},

@@ -47,6 +47,16 @@ export function formatSummary(s: BatchSummary, opts: { dryRun?: boolean } = {}):
   const seen = s.inputs.filter((i) => i.seenBefore);
   lines.push(`Inputs: ${read.length} file(s) read${seen.length ? `, ${seen.length} already ingested before and skipped` : ''}; rows ${s.rows.total} = ${s.rows.valid} valid + ${s.rows.rejected} rejected`);
   for (const i of seen) lines.push(`  skipped ${i.path}: ingested by batch ${i.firstBatchId ?? '?'} (use --force to read it again)`);
+  if (s.deferred.length > 0) {
+    lines.push(`Deferred: ${s.deferred.length} file(s) left in the inbox for a later run, not an error: ${s.deferred.map((d) => `${d.path} (${d.reason})`).join(', ')}`);
+  }
+  if (s.quarantined.length > 0) {
+    lines.push(`Quarantined: ${s.quarantined.length} unreadable file(s)${opts.dryRun ? ' would be' : ''} moved out of the inbox; fix them at the source and deliver them again:`);
+    for (const q of s.quarantined) {
+      const where = q.movedTo ? ` -> ${q.movedTo}` : opts.dryRun ? '' : ' (could not be moved: still in the inbox)';
+      lines.push(`  ${q.path}: ${q.reason}${where}`);
+    }
+  }
   lines.push('', ...outcomeTable(s.outcomes, 'Outcome (input rows)', true));
   if (sum(s.carriedOver) > 0) lines.push('', 'Carried over from earlier batches:', ...outcomeTable(s.carriedOver, 'Outcome', false).slice(1));
   if (!opts.dryRun) lines.push('', ...figures(s), '', `Report: ${s.reportDir}/report.html (with summary.json, results.csv, failures.csv, rejects.csv)`);
