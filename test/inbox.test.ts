@@ -1,5 +1,4 @@
-import { spawn } from 'node:child_process';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -258,5 +257,14 @@ describe('bad files', () => {
     expect(existsSync(world.config.ledger) ? ledgerCount(world, `SELECT count(*) AS n FROM batches`) : 0).toBe(0);
     expect(existsSync(world.config.quarantine)).toBe(false);
     expect(existsSync(sheet) && existsSync(noHeader)).toBe(true);
+  });
+
+  it('FILE arguments: a FIFO is refused without being opened (exit 2, no hang)', async () => {
+    const world = await makeWorld();
+    const fifo = join(world.dir, 'pipe.csv');
+    execFileSync('mkfifo', [fifo]);
+    const r = await runCli(['run', '--config', world.configFile, fifo], {}, DEADLINE);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`${fifo}: is a FIFO, not a card file`);
   });
 });

@@ -1,6 +1,7 @@
+import { statSync, type Stats } from 'node:fs';
 import { inspectCardFile, maskCardNumbers } from '../cards/index.js';
 import { CardFileError, UsageError } from '../errors.js';
-import { archiveFile, quarantineFiles, surveyInbox, type InboxEntry, type InboxSurvey } from '../inbox/index.js';
+import { archiveFile, inboxNames, kindOf, quarantineFiles, surveyInbox, type InboxEntry, type InboxSurvey } from '../inbox/index.js';
 import { Ledger } from '../ledger/index.js';
 import type { Logger } from '../log.js';
 import { buildSummary } from '../report/summary.js';
@@ -33,6 +34,14 @@ export interface DryRunResult {
   summary: BatchSummary;
 }
 
+function statIfAny(path: string): Stats | null {
+  try {
+    return statSync(path);
+  } catch {
+    return null; // the card file check says what is wrong with it
+  }
+}
+
 /**
  * FILE arguments are an operator's explicit choice: any unreadable one stops the run before
  * anything is done (exit 2), and the message names every bad file, not just the first.
@@ -40,6 +49,12 @@ export interface DryRunResult {
 async function checkFiles(files: readonly string[], config: Config): Promise<void> {
   const bad: CardFileError[] = [];
   for (const f of files) {
+    // Looked at before it is opened: opening a FIFO waits for a writer that may never come.
+    const s = statIfAny(f);
+    if (s && !s.isFile()) {
+      bad.push(new CardFileError(f, `is ${kindOf(s)}, not a card file`));
+      continue;
+    }
     try {
       await inspectCardFile(f, { delimiter: config.input.delimiter });
     } catch (err) {
@@ -148,6 +163,7 @@ export async function runBatch(
 ): Promise<BatchResult | DryRunResult> {
   const carry: CarrySource = opts.carryOver ? { kind: 'all' } : { kind: 'none' };
   if (!opts.inbox) await checkFiles(opts.files, config);
+  else inboxNames(opts.inbox.dir); // an inbox that cannot be read is exit 2 before the ledger is touched
 
   if (opts.dryRun) {
     const input = await runInput(opts, config, log);

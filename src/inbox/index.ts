@@ -9,7 +9,7 @@ import { listInbox, type InboxEntry } from './list.js';
 import type { UnreadableFile } from './move.js';
 import { fileStamp, sameStamp } from './stamp.js';
 
-export { CARD_FILE, listInbox, type InboxEntry, type InboxListing } from './list.js';
+export { CARD_FILE, inboxNames, kindOf, listInbox, type InboxEntry, type InboxListing } from './list.js';
 export { archiveFile, quarantineFiles, type UnreadableFile } from './move.js';
 export { fileStamp, sameStamp, type FileStamp } from './stamp.js';
 

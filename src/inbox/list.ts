@@ -20,7 +20,8 @@ export interface InboxListing {
   deferred: DeferredFile[];
 }
 
-function kindOf(s: Stats): string {
+/** What a non-regular file is, for the warning or error that names it. */
+export function kindOf(s: Stats): string {
   if (s.isDirectory()) return 'a folder';
   if (s.isFIFO()) return 'a FIFO';
   if (s.isSocket()) return 'a socket';
@@ -69,14 +70,9 @@ function regularFile(path: string, log: Logger): Stats | null {
  * that changes while it is read.
  */
 export function listInbox(dir: string, input: Pick<Config['input'], 'settleSec' | 'doneMarker'>, log: Logger, now = Date.now()): InboxListing {
-  let names: string[];
-  try {
-    names = readdirSync(dir);
-  } catch (err) {
-    throw new UsageError(`inbox ${dir} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
-  }
+  const names = inboxNames(dir);
   const listing: InboxListing = { ready: [], deferred: [] };
-  for (const name of names.filter((n) => CARD_FILE.test(n)).sort()) {
+  for (const name of names) {
     const path = join(dir, name);
     const s = regularFile(path, log);
     if (!s) continue;
@@ -91,6 +87,17 @@ export function listInbox(dir: string, input: Pick<Config['input'], 'settleSec' 
     else listing.deferred.push({ path: maskCardNumbers(path), reason: 'settling' });
   }
   return listing;
+}
+
+/** The card file names in the inbox, sorted; an inbox that cannot be read is a usage error (exit 2). */
+export function inboxNames(dir: string): string[] {
+  try {
+    return readdirSync(dir)
+      .filter((n) => CARD_FILE.test(n))
+      .sort();
+  } catch (err) {
+    throw new UsageError(`inbox ${dir} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
 }
 
 function existsQuietly(path: string): boolean {
