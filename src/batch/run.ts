@@ -120,7 +120,7 @@ async function ingestAndPlan(
   if (outcome.deferred.length > 0) log.info(`${outcome.deferred.length} inbox file(s) not ready yet, left for a later run: ${outcome.deferred.map((d) => `${d.path} (${d.reason})`).join(', ')}`);
   ledger.batches.recordInbox(batchId, outcome);
   const entries = new Map(input.files.map((e) => [e.path, e]));
-  await ingestFiles(ledger, batchId, [...entries.keys()], config, log, {
+  await ingestFiles(ledger, batchId, input.files.map((e) => e.path), config, log, {
     force: opts.force,
     onFileDone:
       inbox && opts.moveFiles
