@@ -223,6 +223,24 @@ describe('bad files', () => {
     expect(readdirSync(quarantine).sort()).toEqual(['no-header.csv', `no-header.csv.${s3.batchId}`, 'sheet.csv', 'text.csv.gz']);
   });
 
+  it('a card number in the name of a quarantined or deferred file is masked in summary.json, report.html and the output', async () => {
+    const world = await makeWorld({ config: { input: { doneMarker: '.done' } } });
+    const inbox = world.config.inbox;
+    const pan = '4111111111111111';
+    mkdirSync(inbox, { recursive: true });
+    copyFileSync(join(CARDS, 'no-header.csv'), join(inbox, `bad-${pan}.csv`));
+    writeFileSync(join(inbox, `bad-${pan}.csv.done`), '');
+    writeFileSync(join(inbox, `late-${pan}.csv`), csv(HEADER, ['CARD-X1,CLOSED']));
+    const r = await runCli(inboxArgs(world), {}, DEADLINE);
+    expect(r.code).toBe(1);
+    const s = summaryOf(world, r.stdout);
+    expect(s.quarantined).toHaveLength(1);
+    expect(s.deferred).toHaveLength(1);
+    for (const text of [r.stdout, r.stderr, readFileSync(join(s.reportDir, 'summary.json'), 'utf8'), readFileSync(join(s.reportDir, 'report.html'), 'utf8')]) {
+      expect(text).not.toContain(pan);
+    }
+  });
+
   it('a dry run lists what would be quarantined and deferred, and moves nothing', async () => {
     const world = await makeWorld({ config: { input: { settleSec: 60 } } });
     const inbox = world.config.inbox;
