@@ -317,7 +317,7 @@ function notTakenSection(s: BatchSummary): string {
   ];
   return (
     '<section id="not-taken"><h2>Inbox files not read</h2>' +
-    '<p class="note">A quarantined file cannot be read at all: fix it at the source and deliver it again. A file left in the inbox is still arriving and is taken by a later run.</p>' +
+    '<p class="note">A quarantined file cannot be read at all: fix it at the source and deliver it again. A file left in the inbox was still arriving (or changed while it was read) and is taken by a later run.</p>' +
     table('not-taken-table', [['file', false], ['what happened', false], ['why', false], ['now at', false]], rows) +
     '</section>'
   );

@@ -74,6 +74,9 @@ export function nextSteps(s: BatchSummary): string[] {
   if (retryable > 0) steps.push(`${retryable} to retry: d1-optout rerun --batch ${s.batchId}`);
   if (permanent > 0) steps.push(`${permanent} failed permanently (see failures.csv); after fixing: d1-optout rerun --batch ${s.batchId} --include-permanent`);
   if (pending > 0) steps.push(`${pending} still pending at D1: d1-optout poll --batch ${s.batchId}`);
+  if (s.quarantined.length > 0) {
+    steps.push(`${s.quarantined.length} unreadable inbox file(s) quarantined: have them fixed at the source and delivered again; the list and reasons: d1-optout status --batch ${s.batchId}`);
+  }
   if (steps.length === 0) steps.push('nothing to do. d1-optout status lists the recent batches.');
   return steps;
 }
