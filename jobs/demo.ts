@@ -52,6 +52,10 @@ writeFileSync(
       reportsDir: rel(join(demo, 'reports')),
       inbox: rel(join(demo, 'inbox')),
       archive: rel(join(demo, 'archive')),
+      quarantine: rel(join(demo, 'quarantine')),
+      // The demo copies each night's files into the inbox whole, just before it runs the job: none
+      // is still being written, so none needs to settle (a real inbox keeps the default 60 s).
+      input: { settleSec: 0 },
       log: { file: rel(join(demo, 'log', 'd1-optout.log')), progressEverySec: 2 },
     },
     null,

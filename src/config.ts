@@ -36,9 +36,12 @@ export const DEFAULT_CONFIG: Config = {
   reportsDir: './var/reports',
   inbox: './var/inbox',
   archive: './var/archive',
+  quarantine: './var/quarantine',
   input: {
     delimiter: 'auto',
     reasons: ['CLOSED', 'FRAUD', 'LOST_STOLEN', 'REGULATORY', 'CUSTOMER_REQUEST'],
+    settleSec: 60,
+    doneMarker: '',
   },
   log: { level: 'info', file: './var/log/d1-optout.log', progressEverySec: 30 },
 };
@@ -245,10 +248,18 @@ function validate(c: Config, fromEnv: ReadonlySet<string>): void {
     throw new UsageError('config key input.delimiter: expected "auto", ",", ";", "|" or "\\t"');
   }
   if (c.input.reasons.length === 0) throw new UsageError('config key input.reasons: expected at least one reason');
+  if (!(c.input.settleSec >= 0) || !Number.isFinite(c.input.settleSec)) {
+    throw new UsageError(`config key input.settleSec: expected 0 or more seconds, found ${c.input.settleSec}`);
+  }
+  // The marker is a suffix of a file name in the same folder: a path separator would point elsewhere.
+  // A marker named like a card file would be taken as one.
+  if (/[/\\\0]/.test(c.input.doneMarker) || /\.(csv|gz)$/i.test(c.input.doneMarker)) {
+    throw new UsageError(`config key input.doneMarker: expected a file name suffix such as ".done", found ${showValue(c.input.doneMarker)}`);
+  }
   if (!['error', 'warn', 'info', 'debug'].includes(c.log.level)) {
     throw new UsageError('config key log.level: expected error, warn, info or debug');
   }
-  for (const key of ['ledger', 'reportsDir', 'inbox', 'archive'] as const) {
+  for (const key of ['ledger', 'reportsDir', 'inbox', 'archive', 'quarantine'] as const) {
     if (!c[key]) throw new UsageError(`config key ${key}: expected a path`);
   }
 }

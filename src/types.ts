@@ -118,7 +118,16 @@ export interface Config {
   reportsDir: string;
   inbox: string;
   archive: string;
-  input: { delimiter: 'auto' | ',' | ';' | '|' | '\t'; reasons: string[] };
+  /** Where an unreadable inbox file is moved (docs/design.md §11). */
+  quarantine: string;
+  input: {
+    delimiter: 'auto' | ',' | ';' | '|' | '\t';
+    reasons: string[];
+    /** An inbox file is taken once its size and mtime have not changed for this long. */
+    settleSec: number;
+    /** When set, `X.csv` is taken only once `X.csv<doneMarker>` exists; "" is off. */
+    doneMarker: string;
+  };
   log: { level: 'error' | 'warn' | 'info' | 'debug'; file: string; progressEverySec: number };
 }
 
@@ -228,6 +237,30 @@ export interface InputSummary {
   firstBatchId: string | null;
 }
 
+/** Why an inbox file was left where it is, to be taken by a later run (docs/design.md §11). */
+export type DeferReason = 'settling' | 'no-marker' | 'changed-while-read';
+
+/** A file the batch saw but did not take; `path` is masked like any text the job writes. */
+export interface DeferredFile {
+  path: string;
+  reason: DeferReason;
+}
+
+/** An inbox file that cannot be read at all, moved out of the inbox (docs/design.md §11). */
+export interface QuarantinedFile {
+  path: string;
+  /** What is wrong with it, in the words of the card file check. */
+  reason: string;
+  /** Where it is now; null when it could not be moved (it is then still in the inbox). */
+  movedTo: string | null;
+}
+
+/** What a run did with the inbox besides reading it, as the ledger records it per batch. */
+export interface InboxOutcome {
+  deferred: DeferredFile[];
+  quarantined: QuarantinedFile[];
+}
+
 /** summary.json (DESIGN.md §4). Extra keys may be added; none may be renamed. */
 export interface BatchSummary {
   batchId: string;
@@ -238,6 +271,10 @@ export interface BatchSummary {
   status: BatchStatus;
   abortReason: string | null;
   inputs: InputSummary[];
+  /** Files left in the inbox (or not admitted) for a later run: not an error. */
+  deferred: DeferredFile[];
+  /** Unreadable inbox files moved to the quarantine folder: the batch has failures. */
+  quarantined: QuarantinedFile[];
   rows: { total: number; valid: number; rejected: number };
   outcomes: Partial<Record<Outcome, number>>;
   carriedOver: Partial<Record<Outcome, number>>;

@@ -60,7 +60,7 @@ describe('config validation (exit 2, one line naming the key and what is expecte
     [
       'an unknown top-level key',
       () => variant((c) => (c['colour'] = 'blue')),
-      /config key colour is unknown; expected one of d1, rate, pending, abort, lock, ledger, reportsDir, inbox, archive, input, log$/,
+      /config key colour is unknown; expected one of d1, rate, pending, abort, lock, ledger, reportsDir, inbox, archive, quarantine, input, log$/,
     ],
     [
       'an unknown TLS key',
@@ -70,6 +70,13 @@ describe('config validation (exit 2, one line naming the key and what is expecte
     ['a number given as text', () => variant((c) => (c.rate['concurrency'] = '8')), /config key rate\.concurrency: expected a number, found "8"$/],
     ['a section given as a value', () => variant((c) => ((c as Json)['rate'] = 5)), /config key rate: expected an object$/],
     ['a list given as text', () => variant((c) => (c['input'] = { reasons: 'CLOSED' })), /config key input\.reasons: expected a list of strings$/],
+    ['a negative settle time', () => variant((c) => (c['input'] = { settleSec: -1 })), /config key input\.settleSec: expected 0 or more seconds, found -1$/],
+    [
+      'a done-marker that is a path',
+      () => variant((c) => (c['input'] = { doneMarker: '/done' })),
+      /config key input\.doneMarker: expected a file name suffix such as "\.done", found "\/done"$/,
+    ],
+    ['a done-marker that names a card file', () => variant((c) => (c['input'] = { doneMarker: '.ok.csv' })), /config key input\.doneMarker: expected a file name suffix/],
     [
       'a long wrong value, cut short',
       () => variant((c) => (c.d1['timeoutMs'] = 'x'.repeat(500))),

@@ -63,6 +63,10 @@ export async function makeWorld(opts: { scenario?: Partial<Scenario>; config?: R
       reportsDir: join(dir, 'reports'),
       inbox: join(dir, 'inbox'),
       archive: join(dir, 'archive'),
+      quarantine: join(dir, 'quarantine'),
+      // Tests write their inbox files whole before a run starts, so none is still arriving; the
+      // tests of arriving files (inbox.test.ts) set their own settle time.
+      input: { settleSec: 0 },
       log: { level: 'debug', file: join(dir, 'log', 'd1-optout.log') },
     },
     opts.config ?? {},
@@ -144,10 +148,10 @@ export function csv(header: string, rows: string[]): string {
   return [header, ...rows].join('\n') + '\n';
 }
 
-/** Runs the built CLI as a child process. */
-export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/** Runs the built CLI as a child process; with `deadlineMs`, SIGKILLs it then (code null), so that a hang fails the test. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, opts: { deadlineMs?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolvePromise) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, cwd: ROOT });
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, cwd: ROOT, timeout: opts.deadlineMs, killSignal: 'SIGKILL' });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

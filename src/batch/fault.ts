@@ -1,7 +1,18 @@
+import { appendFileSync } from 'node:fs';
+
 /** The points where the crash tests make the job die on the spot (D1_OPTOUT_FAULT=<point>). */
 export type FaultPoint = 'kill-while-staging' | 'kill-before-ingest-commit' | 'kill-before-archive';
 
 /** Fault injection for the crash tests: SIGKILLs this process when D1_OPTOUT_FAULT names `point`. */
 export function faultPoint(point: FaultPoint): void {
   if (process.env['D1_OPTOUT_FAULT'] === point) process.kill(process.pid, 'SIGKILL');
+}
+
+/**
+ * For the test of a file that changes between its read and its admission (docs/design.md §11):
+ * with D1_OPTOUT_FAULT=append-before-admit, appends a blank line to `file` as an upstream writer
+ * still at work would, after its rows are read and before they are admitted.
+ */
+export function faultAppend(file: string): void {
+  if (process.env['D1_OPTOUT_FAULT'] === 'append-before-admit') appendFileSync(file, '\n');
 }

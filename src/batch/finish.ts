@@ -11,7 +11,7 @@ export interface BatchResult {
 
 export function exitCodeFor(s: BatchSummary): ExitCode {
   if (s.status === 'ABORTED') return EXIT.ABORTED;
-  return hasFailures(s) ? EXIT.FAILURES : EXIT.OK;
+  return hasFailures(s) || s.quarantined.length > 0 ? EXIT.FAILURES : EXIT.OK;
 }
 
 /**

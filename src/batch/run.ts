@@ -1,11 +1,11 @@
-import { closeSync, constants, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, unlinkSync } from 'node:fs';
-import { basename, join } from 'node:path';
-import { inspectCardFile } from '../cards/index.js';
-import { UsageError } from '../errors.js';
+import { statSync, type Stats } from 'node:fs';
+import { inspectCardFile, maskCardNumbers } from '../cards/index.js';
+import { CardFileError, UsageError } from '../errors.js';
+import { archiveFile, inboxNames, kindOf, quarantineFiles, surveyInbox, type InboxEntry, type InboxSurvey } from '../inbox/index.js';
 import { Ledger } from '../ledger/index.js';
 import type { Logger } from '../log.js';
 import { buildSummary } from '../report/summary.js';
-import type { BatchSummary, Config, InputSummary, ProgressListener } from '../types.js';
+import type { BatchSummary, Config, InboxOutcome, ProgressListener } from '../types.js';
 import { newBatchId } from './batch-id.js';
 import { NO_PROGRESS } from './context.js';
 import { executeBatch } from './execute.js';
@@ -19,7 +19,10 @@ import { faultPoint } from './fault.js';
 
 export interface RunOptions {
   files: string[];
-  /** Inbox mode: read every card file in `inbox`, move each to `archive` once its rows are committed. */
+  /**
+   * Inbox mode: take every card file in `inbox` that is ready, move each to `archive` once its
+   * rows are committed, and an unreadable one to the configured quarantine.
+   */
   inbox: { dir: string; archive: string } | null;
   dryRun: boolean;
   force: boolean;
@@ -31,44 +34,37 @@ export interface DryRunResult {
   summary: BatchSummary;
 }
 
-const CARD_FILE = /\.csv(\.gz)?$/i;
-
-function inboxFiles(dir: string): string[] {
-  let names: string[];
+function statIfAny(path: string): Stats | null {
   try {
-    names = readdirSync(dir);
-  } catch (err) {
-    throw new UsageError(`inbox ${dir} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    return statSync(path);
+  } catch {
+    return null; // the card file check says what is wrong with it
   }
-  return names.filter((n) => CARD_FILE.test(n)).sort().map((n) => join(dir, n));
 }
 
 /**
- * Moves an ingested file to the archive; across filesystems by copy, fsync and unlink. A file
- * that cannot be moved stays in the inbox, which is harmless: the ledger knows its sha256, so
- * the next run reports it as seen and does not read it again.
+ * FILE arguments are an operator's explicit choice: any unreadable one stops the run before
+ * anything is done (exit 2), and the message names every bad file, not just the first.
  */
-function archiveFile(path: string, archive: string, batchId: string, log: Logger): void {
-  faultPoint('kill-before-archive'); // between the commit and the move
-  try {
-    mkdirSync(archive, { recursive: true, mode: 0o700 });
-    let dest = join(archive, basename(path));
-    if (existsSync(dest)) dest = join(archive, `${basename(path)}.${batchId}`);
-    try {
-      renameSync(path, dest);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
-      copyFileSync(path, dest, constants.COPYFILE_EXCL);
-      const fd = openSync(dest, 'r');
-      try {
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
-      unlinkSync(path);
+async function checkFiles(files: readonly string[], config: Config): Promise<void> {
+  const bad: CardFileError[] = [];
+  for (const f of files) {
+    // Looked at before it is opened: opening a FIFO waits for a writer that may never come.
+    const s = statIfAny(f);
+    if (s && !s.isFile()) {
+      bad.push(new CardFileError(f, `is ${kindOf(s)}, not a card file`));
+      continue;
     }
-  } catch (err) {
-    log.warn(`could not move ${path} to the archive ${archive} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); it stays in the inbox and the next run skips it as already ingested`);
+    try {
+      await inspectCardFile(f, { delimiter: config.input.delimiter });
+    } catch (err) {
+      if (!(err instanceof CardFileError)) throw err;
+      bad.push(err);
+    }
+  }
+  if (bad.length === 1) throw bad[0]!;
+  if (bad.length > 1) {
+    throw new UsageError(`${bad.length} card files cannot be read; nothing was done: ${bad.map((e) => e.message).join('; ')}`);
   }
 }
 
@@ -95,26 +91,68 @@ async function dryRun(config: Config, plan: (copy: Ledger, batchId: string) => P
   }
 }
 
-/** Ingest and plan into `ledger`; shared by the real run and the dry run (which plans on a copy). */
+/** What a run takes from its inbox, or the FILE arguments as they are. */
+interface RunInput {
+  files: InboxEntry[];
+  inbox: (InboxSurvey & { archive: string; quarantine: string }) | null;
+}
+
+/**
+ * Ingest and plan into `ledger`; shared by the real run and the dry run (which plans on a copy
+ * and moves no file: `moveFiles` false). Unreadable inbox files are quarantined once the batch
+ * exists, so that the batch that moved them says so; the files that were left or quarantined are
+ * recorded with the batch as they happen.
+ */
 async function ingestAndPlan(
   ledger: Ledger,
   batchId: string,
-  files: string[],
+  input: RunInput,
   config: Config,
   log: Logger,
-  opts: { force: boolean; carry: CarrySource; onFileDone?: (path: string, input: InputSummary) => void; progress: ProgressListener },
+  opts: { force: boolean; carry: CarrySource; moveFiles: boolean; progress: ProgressListener },
 ): Promise<void> {
   ledger.batches.create(batchId, 'run', null);
   opts.progress.on({ type: 'batch', batchId });
   ledger.tx(() => ledger.targets.settleCoveredCards(null));
-  await ingestFiles(ledger, batchId, files, config, log, { force: opts.force, onFileDone: opts.onFileDone, progress: opts.progress });
+  const inbox = input.inbox;
+  const outcome: InboxOutcome = { deferred: [...(inbox?.deferred ?? [])], quarantined: [] };
+  if (inbox) outcome.quarantined = quarantineFiles(inbox.unreadable, opts.moveFiles ? inbox.quarantine : null, batchId, log);
+  if (outcome.deferred.length > 0) log.info(`${outcome.deferred.length} inbox file(s) not ready yet, left for a later run: ${outcome.deferred.map((d) => `${d.path} (${d.reason})`).join(', ')}`);
+  ledger.batches.recordInbox(batchId, outcome);
+  const entries = new Map(input.files.map((e) => [e.path, e]));
+  await ingestFiles(ledger, batchId, input.files.map((e) => e.path), config, log, {
+    force: opts.force,
+    onFileDone:
+      inbox && opts.moveFiles
+        ? (path) => {
+            faultPoint('kill-before-archive'); // between the commit and the move
+            archiveFile(entries.get(path)!, inbox.archive, batchId, log);
+          }
+        : undefined,
+    onChanged: (path) => {
+      outcome.deferred.push({ path: maskCardNumbers(path), reason: 'changed-while-read' });
+      ledger.batches.recordInbox(batchId, outcome);
+    },
+    progress: opts.progress,
+  });
   const { carriedOver } = planBatch(ledger, batchId, opts.carry);
   if (carriedOver > 0) log.info(`${carriedOver} target(s) carried over from earlier batches`);
 }
 
+/** The run's input files: the FILE arguments (checked by `checkFiles`), or the inbox's ready files. */
+async function runInput(opts: RunOptions, config: Config, log: Logger): Promise<RunInput> {
+  if (!opts.inbox) {
+    return { files: opts.files.map((path) => ({ path, marker: null })), inbox: null };
+  }
+  const survey = await surveyInbox(opts.inbox.dir, config, log);
+  return { files: survey.ready, inbox: { ...survey, archive: opts.inbox.archive, quarantine: config.quarantine } };
+}
+
 /**
- * `d1-optout run`: files → rows → ledger → plan → D1 → ledger → report. Every input file is
- * checked before anything is written, so an unreadable file means nothing was done (exit 2).
+ * `d1-optout run`: files → rows → ledger → plan → D1 → ledger → report. With FILE arguments every
+ * file is checked before anything is written, so an unreadable file means nothing was done (exit
+ * 2). From the inbox, the files are surveyed once the lock is held (another run may be archiving
+ * them): those still arriving are left, the unreadable ones quarantined, the rest read.
  */
 export async function runBatch(
   config: Config,
@@ -123,25 +161,23 @@ export async function runBatch(
   stop: StopSignal,
   progress: ProgressListener = NO_PROGRESS,
 ): Promise<BatchResult | DryRunResult> {
-  const files = opts.inbox ? inboxFiles(opts.inbox.dir) : opts.files;
-  for (const f of files) await inspectCardFile(f, { delimiter: config.input.delimiter });
   const carry: CarrySource = opts.carryOver ? { kind: 'all' } : { kind: 'none' };
+  if (!opts.inbox) await checkFiles(opts.files, config);
+  else inboxNames(opts.inbox.dir); // an inbox that cannot be read is exit 2 before the ledger is touched
 
-  if (opts.dryRun) return dryRun(config, (copy, batchId) => ingestAndPlan(copy, batchId, files, config, log, { force: opts.force, carry, progress }));
+  if (opts.dryRun) {
+    const input = await runInput(opts, config, log);
+    return dryRun(config, (copy, batchId) => ingestAndPlan(copy, batchId, input, config, log, { force: opts.force, carry, moveFiles: false, progress }));
+  }
 
   const session = await openSession(config, 'run', log, stop, progress);
   try {
+    const input = await runInput(opts, config, log);
     const batchId = uniqueBatchId(session.ledger);
     const batchLog = log.child({ batchId });
-    batchLog.info(`batch ${batchId} started with ${files.length} input file(s)`);
-    const inbox = opts.inbox;
+    batchLog.info(`batch ${batchId} started with ${input.files.length} input file(s)`);
     try {
-      await ingestAndPlan(session.ledger, batchId, files, config, batchLog, {
-        force: opts.force,
-        carry,
-        onFileDone: inbox ? (path) => archiveFile(path, inbox.archive, batchId, batchLog) : undefined,
-        progress,
-      });
+      await ingestAndPlan(session.ledger, batchId, input, config, batchLog, { force: opts.force, carry, moveFiles: true, progress });
     } catch (err) {
       // The files were all readable a moment ago (inspected): this is a failure mid-way, so the
       // batch is closed as ABORTED with what it has, and the next run picks up the rest.

@@ -1,4 +1,4 @@
-import type { BatchKind, BatchRecord, BatchStatus } from '../types.js';
+import type { BatchKind, BatchRecord, BatchStatus, InboxOutcome } from '../types.js';
 import { nowIso, type Db } from './db.js';
 
 interface BatchRow {
@@ -37,15 +37,18 @@ export class Batches {
   private readonly listStmt;
   private readonly lastStmt;
   private readonly runningStmt;
+  private readonly inboxStmt;
 
   constructor(db: Db) {
     this.insertStmt = db.prepare(
       `INSERT INTO batches (id, kind, parent_id, started_at, status) VALUES (?, ?, ?, ?, 'RUNNING')`,
     );
     this.getStmt = db.prepare<[string], BatchRow>(`SELECT * FROM batches WHERE id = ?`);
+    // Merged into what is there: the inbox outcome is recorded before the batch finishes.
     this.finishStmt = db.prepare(
-      `UPDATE batches SET status = ?, ended_at = ?, abort_reason = ?, stats = ? WHERE id = ?`,
+      `UPDATE batches SET status = ?, ended_at = ?, abort_reason = ?, stats = json_patch(stats, ?) WHERE id = ?`,
     );
+    this.inboxStmt = db.prepare(`UPDATE batches SET stats = json_set(stats, '$.inbox', json(?)) WHERE id = ?`);
     this.listStmt = db.prepare<[number], BatchRow>(`SELECT * FROM batches ORDER BY started_at DESC, rowid DESC LIMIT ?`);
     this.lastStmt = db.prepare<[], BatchRow>(`SELECT * FROM batches ORDER BY started_at DESC, rowid DESC LIMIT 1`);
     this.runningStmt = db.prepare<[], BatchRow>(`SELECT * FROM batches WHERE status = 'RUNNING' ORDER BY started_at`);
@@ -72,6 +75,17 @@ export class Batches {
   /** Batches still marked RUNNING: with the lock held by us, these were left by a process that died. */
   running(): BatchInfo[] {
     return this.runningStmt.all().map(toRecord);
+  }
+
+  /** Records the files the batch left in the inbox or quarantined (docs/design.md §11), replacing what was recorded. */
+  recordInbox(id: string, outcome: InboxOutcome): void {
+    this.inboxStmt.run(JSON.stringify(outcome), id);
+  }
+
+  /** What `recordInbox` recorded for the batch; nothing for a rerun or a batch of a ledger older than this. */
+  inboxOf(id: string): InboxOutcome {
+    const inbox = this.get(id)?.stats['inbox'] as Partial<InboxOutcome> | undefined;
+    return { deferred: inbox?.deferred ?? [], quarantined: inbox?.quarantined ?? [] };
   }
 
   finish(id: string, status: BatchStatus, abortReason: string | null, stats: Record<string, unknown>): void {

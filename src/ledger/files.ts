@@ -84,10 +84,16 @@ export class Files {
    */
   discardHalfIngested(batchId: string): number {
     const half = this.halfStmt.all(batchId);
-    for (const f of half) {
-      this.dropInputStmt.run(batchId, f.ord);
-      this.dropFileStmt.run(f.sha256);
-    }
+    for (const f of half) this.forgetInput(batchId, f.ord, f.sha256);
     return half.length;
+  }
+
+  /**
+   * Forgets input `ord` of the batch, which it started and did not admit (it changed while it was
+   * read, docs/design.md §11): nothing of it stays, and a later run reads it as new.
+   */
+  forgetInput(batchId: string, ord: number, sha256: string): void {
+    this.dropInputStmt.run(batchId, ord);
+    this.dropFileStmt.run(sha256);
   }
 }

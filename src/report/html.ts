@@ -308,6 +308,21 @@ function inputsSection(s: BatchSummary): string {
   return `<section id="inputs"><h2>Input files</h2>${table('inputs-table', [['file', false], ['sha256', false], ['rows', true], ['rejected', true], ['', false]], rows)}</section>`;
 }
 
+/** The inbox files the batch did not read: quarantined (a failure) or left for a later run (docs/design.md §11). */
+function notTakenSection(s: BatchSummary): string {
+  if (s.quarantined.length === 0 && s.deferred.length === 0) return '';
+  const rows = [
+    ...s.quarantined.map((q) => [[q.path, 'mono'], ['quarantined'], [q.reason], [q.movedTo ?? 'could not be moved: still in the inbox', 'mono']] as [string, string?][]),
+    ...s.deferred.map((d) => [[d.path, 'mono'], ['left for a later run'], [d.reason], ['']] as [string, string?][]),
+  ];
+  return (
+    '<section id="not-taken"><h2>Inbox files not read</h2>' +
+    '<p class="note">A quarantined file cannot be read at all: fix it at the source and deliver it again. A file left in the inbox was still arriving (or changed while it was read) and is taken by a later run.</p>' +
+    table('not-taken-table', [['file', false], ['what happened', false], ['why', false], ['now at', false]], rows) +
+    '</section>'
+  );
+}
+
 /** report.html: one self-contained page (no network, no external script or font) for people. */
 export function renderReportHtml(d: HtmlReportData): string {
   const s = d.summary;
@@ -348,6 +363,7 @@ ${tiles(s)}
 <section id="rate"><h2>Requests per second</h2>${rateChart(d.perSecond)}</section>
 ${failuresSection(d)}
 ${rejectsSection(d)}
+${notTakenSection(s)}
 ${inputsSection(s)}
 <footer>Written ${esc(formatUtc(d.generatedAt))} UTC by d1-optout from its ledger. In this folder:
 <a href="summary.json">summary.json</a> · <a href="results.csv">results.csv</a> · <a href="failures.csv">failures.csv</a> · <a href="rejects.csv">rejects.csv</a>.</footer>

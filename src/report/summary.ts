@@ -7,6 +7,7 @@ export function buildSummary(ledger: Ledger, batchId: string, reportsDir: string
   const batch = ledger.batches.get(batchId);
   if (!batch) throw new Error(`no batch ${batchId} in ledger ${ledger.path}`);
   const inputs = ledger.files.inputs(batchId);
+  const { deferred, quarantined } = ledger.batches.inboxOf(batchId);
   const { rows, carriedOver } = ledger.items.counts(batchId);
   const requestsByStatus = ledger.attempts.requestsByStatus(batchId);
   const span = ledger.attempts.optOutSpan(batchId);
@@ -21,6 +22,8 @@ export function buildSummary(ledger: Ledger, batchId: string, reportsDir: string
     status: batch.status,
     abortReason: batch.abortReason,
     inputs,
+    deferred,
+    quarantined,
     rows: rowsOf(inputs),
     outcomes: rows,
     carriedOver,
@@ -72,8 +75,12 @@ export function hasFailures(s: OutcomeCounts): boolean {
   return FAILURE_OUTCOMES.some((o) => outcomeCount(s, o) > 0);
 }
 
-/** How a batch that ran to its end closes, from its outcome counts alone (no summary needed). */
+/**
+ * How a batch that ran to its end closes, from its outcome counts and quarantined files (no
+ * summary needed). A quarantined file is a failure: its rows were not read (docs/design.md §11).
+ */
 export function completedStatus(ledger: Ledger, batchId: string): BatchStatus {
   const { rows, carriedOver } = ledger.items.counts(batchId);
-  return hasFailures({ outcomes: rows, carriedOver }) ? 'COMPLETED_WITH_FAILURES' : 'COMPLETED';
+  const quarantined = ledger.batches.inboxOf(batchId).quarantined.length;
+  return hasFailures({ outcomes: rows, carriedOver }) || quarantined > 0 ? 'COMPLETED_WITH_FAILURES' : 'COMPLETED';
 }

@@ -47,6 +47,16 @@ export function formatSummary(s: BatchSummary, opts: { dryRun?: boolean } = {}):
   const seen = s.inputs.filter((i) => i.seenBefore);
   lines.push(`Inputs: ${read.length} file(s) read${seen.length ? `, ${seen.length} already ingested before and skipped` : ''}; rows ${s.rows.total} = ${s.rows.valid} valid + ${s.rows.rejected} rejected`);
   for (const i of seen) lines.push(`  skipped ${i.path}: ingested by batch ${i.firstBatchId ?? '?'} (use --force to read it again)`);
+  if (s.deferred.length > 0) {
+    lines.push(`Deferred: ${s.deferred.length} file(s) left in the inbox for a later run, not an error: ${s.deferred.map((d) => `${d.path} (${d.reason})`).join(', ')}`);
+  }
+  if (s.quarantined.length > 0) {
+    lines.push(`Quarantined: ${s.quarantined.length} unreadable file(s)${opts.dryRun ? ' would be' : ''} moved out of the inbox; fix them at the source and deliver them again:`);
+    for (const q of s.quarantined) {
+      const where = q.movedTo ? ` -> ${q.movedTo}` : opts.dryRun ? '' : ' (could not be moved: still in the inbox)';
+      lines.push(`  ${q.path}: ${q.reason}${where}`);
+    }
+  }
   lines.push('', ...outcomeTable(s.outcomes, 'Outcome (input rows)', true));
   if (sum(s.carriedOver) > 0) lines.push('', 'Carried over from earlier batches:', ...outcomeTable(s.carriedOver, 'Outcome', false).slice(1));
   if (!opts.dryRun) lines.push('', ...figures(s), '', `Report: ${s.reportDir}/report.html (with summary.json, results.csv, failures.csv, rejects.csv)`);
@@ -64,6 +74,9 @@ export function nextSteps(s: BatchSummary): string[] {
   if (retryable > 0) steps.push(`${retryable} to retry: d1-optout rerun --batch ${s.batchId}`);
   if (permanent > 0) steps.push(`${permanent} failed permanently (see failures.csv); after fixing: d1-optout rerun --batch ${s.batchId} --include-permanent`);
   if (pending > 0) steps.push(`${pending} still pending at D1: d1-optout poll --batch ${s.batchId}`);
+  if (s.quarantined.length > 0) {
+    steps.push(`${s.quarantined.length} unreadable inbox file(s) quarantined: have them fixed at the source and delivered again; the list and reasons: d1-optout status --batch ${s.batchId}`);
+  }
   if (steps.length === 0) steps.push('nothing to do. d1-optout status lists the recent batches.');
   return steps;
 }
