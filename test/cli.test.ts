@@ -127,6 +127,17 @@ describe('d1-optout command line', () => {
     expect(world.sim.state().requests).toBe(0);
   });
 
+  it('exit 2 on a usage error echoes no card number the operator typed by mistake', async () => {
+    const pan = '4111111111111111';
+    for (const args of [['status', pan], ['show', 'CARD-1', pan], ['report', '--batch', 'B', '4111 1111 1111 1111']]) {
+      const run = await runCli(args);
+      expect(run.code, args.join(' ')).toBe(2);
+      expect(run.stderr).toMatch(/^d1-optout: /);
+      expect(run.stderr).toMatch(/Unknown argument: 4111.*1111/);
+      expect((run.stderr + run.stdout).replace(/\D/g, '')).not.toContain(pan);
+    }
+  });
+
   it('exit 2 on usage errors, and every command documents its flags', async () => {
     expect((await runCli(['rerun'])).code).toBe(2);
     expect((await runCli(['no-such-command'])).code).toBe(2);

@@ -3,6 +3,7 @@ import https from 'node:https';
 import { readFileSync } from 'node:fs';
 import fetch, { type RequestInit } from 'node-fetch';
 import { UsageError } from '../errors.js';
+import { checkPrivateKeyFile } from './keys.js';
 import type { TlsConfig } from '../types.js';
 
 export interface WireResponse {
@@ -19,6 +20,7 @@ export interface WireFailure {
 
 function readTlsFile(key: string, path: string | undefined): Buffer | undefined {
   if (!path) return undefined;
+  if (key === 'keyFile') checkPrivateKeyFile('d1.tls.keyFile', path, 'the PEM key of the mTLS client certificate');
   try {
     return readFileSync(path);
   } catch (err) {
