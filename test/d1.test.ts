@@ -1,5 +1,6 @@
 import { generateKeyPairSync, verify } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -103,6 +104,59 @@ describe('access token', () => {
     expect(exitCode).toBe(4);
     expect(summary.abortReason).toMatch(/D1 refused the client assertion \(HTTP 400 INVALID_ASSERTION: unknown issuer\)/);
     expect(world.sim.state().optOutCalls).toEqual({});
+  });
+});
+
+/** A second loopback listener a redirect points at: it records whatever reaches it. */
+async function startRecorder(): Promise<{ url: string; arrived: string[]; close(): Promise<void> }> {
+  const arrived: string[] = [];
+  const server: Server = createHttpServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => {
+      arrived.push(`${req.method} ${req.url} ${req.headers.authorization ?? ''} ${body}`);
+      res.end('{}');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return { url, arrived, close: () => new Promise<void>((r) => server.close(() => r())) };
+}
+
+describe('redirects are never followed', () => {
+  it('a token endpoint answering 307 aborts the run (exit 4); the assertion goes nowhere else', async () => {
+    const trap = await startRecorder();
+    try {
+      const location = `${trap.url}/steal/oauth2/token?session=s3cr3t-session-value`;
+      const r = await one({ scenario: { tokenAnswer: { status: 307, headers: { location } } } });
+      expect(r.exitCode).toBe(4);
+      expect(r.summary.abortReason).toBe(`token endpoint answered HTTP 307, a redirect to ${trap.url}/… that was not followed: check d1.tokenUrl`);
+      expect(trap.arrived).toEqual([]);
+      expect(r.truth.tokenRequests).toBe(1);
+      expect(r.truth.optOutCalls).toEqual({});
+    } finally {
+      await trap.close();
+    }
+  });
+
+  it.each([301, 302, 303, 307, 308])('an opt-out answered %i is a permanent failure; the Location is masked and not called', async (status) => {
+    const trap = await startRecorder();
+    try {
+      const location = `${trap.url}/cards/4111111111111111/optout?token=abcdefabcdefabcdef`;
+      const r = await one({ scenario: { answers: { 'CARD-1': { status, headers: { location }, text: `Moved to ${location}` } } } });
+      expect(r.exitCode).toBe(1);
+      expect(r.line).toMatchObject({
+        outcome: 'FAILED_PERMANENT',
+        http_status: String(status),
+        error_code: '',
+        error_message: `HTTP ${status}, a redirect to ${trap.url}/… that was not followed`,
+        attempts: '1',
+      });
+      expect(trap.arrived).toEqual([]);
+      expect(r.truth.optOutArrivals['CARD:CARD-1']).toBe(1);
+    } finally {
+      await trap.close();
+    }
   });
 });
 

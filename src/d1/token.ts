@@ -3,7 +3,7 @@ import { SignJWT } from 'jose';
 import type { Clock } from '../throttle/clock.js';
 import { realClock } from '../throttle/clock.js';
 import { isRetryableStatus, safeCut } from './classify.js';
-import type { Transport } from './http.js';
+import { describeRedirect, isRedirect, type Transport } from './http.js';
 
 /** The assertion lives 5 minutes: well inside D1's 15-minute ceiling, with room for clock skew. */
 const ASSERTION_TTL_SEC = 300;
@@ -100,6 +100,11 @@ export class TokenProvider {
       this.token = json.access_token;
       this.expiresAt = this.clock.now() + ttlSec * 1000 - marginMs;
       return this.token;
+    }
+    if (isRedirect(res.status)) {
+      // Fatal, like a refused assertion: the configured token URL is not where D1 answers, and
+      // following it would hand the signed assertion to another host.
+      throw new TokenError(true, res.status, `token endpoint answered ${describeRedirect(res)}: check d1.tokenUrl`);
     }
     const detail = [typeof json.errorCode === 'string' ? json.errorCode : null, typeof json.error === 'string' ? safeCut(json.error, 120) : null]
       .filter(Boolean)

@@ -12,7 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { AssertionVerifier, type SimIssuer } from './assertion.js';
 import { rngStreams, type RngStreams } from './random.js';
 import { compileRoutes, type RouteMatch } from './routes.js';
-import { resolveScenario, type Scenario, type SimTls } from './scenario.js';
+import { resolveScenario, type Scenario, type SimAnswer, type SimTls } from './scenario.js';
 import { GroundTruth, targetKey, type SimCall, type SimState } from './state.js';
 
 export interface StartSimOptions {
@@ -59,6 +59,7 @@ class Simulator {
   private readonly t0 = performance.now();
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly scriptedUses = new Map<string, number>();
+  private tokenAnswerUses = 0;
   private stopped = false;
 
   constructor(
@@ -118,6 +119,11 @@ class Simulator {
     this.truth.tokenRequests++;
     const outage = this.outage(at);
     if (outage) return outage;
+    const scripted = this.scenario.tokenAnswer;
+    if (scripted && (scripted.times === undefined || this.tokenAnswerUses < scripted.times)) {
+      this.tokenAnswerUses++;
+      return toReply(scripted);
+    }
     const form = parseTokenBody(body, header(req, 'content-type') ?? '');
     if (form.grant_type !== JWT_BEARER) return error(400, 'FIELD_INVALID_VALUE', `grant_type must be ${JWT_BEARER}`);
     if (!form.assertion) return error(400, 'INVALID_ASSERTION', 'missing assertion');
@@ -204,7 +210,7 @@ class Simulator {
     const used = this.scriptedUses.get(targetId) ?? 0;
     if (a.times !== undefined && used >= a.times) return null;
     this.scriptedUses.set(targetId, used + 1);
-    return { status: a.status, body: a.body ?? {}, ...(a.text !== undefined ? { text: a.text } : {}), ...(a.headers ? { headers: a.headers } : {}) };
+    return toReply(a);
   }
 
   private shown(status: string): string {
@@ -287,6 +293,10 @@ class Simulator {
     this.truth.recordAnswer({ ...call, status: reply.status });
     send(res, reply);
   }
+}
+
+function toReply(a: SimAnswer): Reply {
+  return { status: a.status, body: a.body ?? {}, ...(a.text !== undefined ? { text: a.text } : {}), ...(a.headers ? { headers: a.headers } : {}) };
 }
 
 function send(res: http.ServerResponse, reply: Reply): void {
