@@ -219,4 +219,19 @@ describe('d1-optout sim', () => {
       expect(code).toBe(0);
     }
   });
+  it('without --config trusts no issuer: neither $D1_OPTOUT_CONFIG nor ./d1-optout.config.json is loaded', async () => {
+    world = await makeWorld();
+    writeFileSync(join(world.dir, 'd1-optout.config.json'), readFileSync(world.configFile));
+    const started = async (args: string[]) => {
+      const child = spawn(process.execPath, [CLI, 'sim', ...args], { cwd: world!.dir, env: { ...process.env, D1_OPTOUT_CONFIG: world!.configFile } });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      while (!/trusts/.test(out) && child.exitCode === null) await new Promise((r) => setTimeout(r, 20));
+      child.kill('SIGTERM');
+      await once(child, 'close');
+      return out;
+    };
+    expect(await started([])).toMatch(/trusts no issuer: pass --config/);
+    expect(await started(['--config', world.configFile])).toMatch(/trusts issuer TESTISSUER \(kid test-kid-1\)/);
+  });
 });

@@ -35,7 +35,7 @@ function clientFor(config: Config): D1Client {
 async function one(setup: Parameters<typeof makeWorld>[0], id = 'CARD-1') {
   world = await makeWorld(setup);
   const { summary, exitCode } = await world.run([world.file('a.csv', csv(HEADER, [`${id},CLOSED`]))]);
-  return { line: results(summary)[0]!, summary, exitCode, truth: world.sim.state() };
+  return { line: results(summary)[0]!, summary, exitCode, truth: world.sim.state(), secrets: world.sim.secrets() };
 }
 
 describe('access token', () => {
@@ -77,7 +77,7 @@ describe('access token', () => {
     expect(r.exitCode).toBe(4);
     expect(r.summary.abortReason).toMatch(/HTTP 401 twice/);
     expect(r.truth.tokenRequests).toBe(2);
-    for (const t of r.truth.secrets.tokens) expect(JSON.stringify(r.summary)).not.toContain(t);
+    for (const t of r.secrets.tokens) expect(JSON.stringify(r.summary)).not.toContain(t);
   });
 
   it('the assertion signed with jose verifies with node:crypto: ES256, kid, iss = sub = issuerId, exp within 15 minutes', async () => {
@@ -89,12 +89,27 @@ describe('access token', () => {
     const claims = JSON.parse(Buffer.from(p, 'base64url').toString()) as Record<string, number | string>;
     expect(header).toMatchObject({ alg: 'ES256', kid: KID });
     expect(claims).toMatchObject({ iss: ISSUER, sub: ISSUER });
+    expect(claims).not.toHaveProperty('aud'); // D1 documents aud as optional, its value unconfirmed
+    expect(typeof claims['jti']).toBe('string');
+    const again = JSON.parse(Buffer.from((await signAssertion(privateKey, { issuerId: ISSUER, keyId: KID }, now)).split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
+    expect(again['jti']).not.toBe(claims['jti']);
     expect(Number(claims['exp']) - now).toBeGreaterThan(0);
     expect(Number(claims['exp']) - now).toBeLessThanOrEqual(900);
     const ok = verify('sha256', Buffer.from(`${h}.${p}`), { key: publicKey, dsaEncoding: 'ieee-p1363' }, Buffer.from(sig, 'base64url'));
     expect(ok).toBe(true);
     const other = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey;
     expect(verify('sha256', Buffer.from(`${h}.${p}`), { key: other, dsaEncoding: 'ieee-p1363' }, Buffer.from(sig, 'base64url'))).toBe(false);
+  });
+
+  it('d1.assertionAudience becomes the aud claim, for a D1 that requires one', async () => {
+    const aud = 'https://d1.example/authz/v1/oauth2/token';
+    const without = await one({ scenario: { assertionAudience: aud } });
+    expect(without.exitCode).toBe(4);
+    expect(without.summary.abortReason).toMatch(/D1 refused the client assertion \(HTTP 400 INVALID_ASSERTION: aud does not name this token endpoint\)/);
+    const withAud = await one({ scenario: { assertionAudience: aud }, config: { d1: { assertionAudience: aud } } });
+    expect(withAud.exitCode).toBe(0);
+    expect(withAud.line).toMatchObject({ outcome: 'OPTED_OUT' });
+    expect(JSON.parse(Buffer.from(withAud.secrets.assertions[0]!.split('.')[1]!, 'base64url').toString())).toMatchObject({ aud });
   });
 
   it('the token endpoint refusing the assertion (wrong iss) aborts with exit 4', async () => {

@@ -13,6 +13,8 @@ export interface TokenSettings {
   issuerId: string;
   keyId: string;
   timeoutMs: number;
+  /** The `aud` claim; '' sends none. */
+  assertionAudience: string;
 }
 
 /** Why no token could be had. `fatal` means D1 refused us: retrying cannot help. */
@@ -27,9 +29,17 @@ export class TokenError extends Error {
   }
 }
 
-/** Signs the ES256 client assertion of d1-api.md §1 (RFC 7523 JWT bearer). */
-export async function signAssertion(key: KeyObject, s: Pick<TokenSettings, 'issuerId' | 'keyId'>, nowSec: number): Promise<string> {
-  return new SignJWT({})
+/**
+ * Signs the ES256 client assertion of docs/d1-api.md §1 (RFC 7523 JWT bearer). A fresh random
+ * `jti` on every one, so a copied assertion cannot be replayed at an endpoint that remembers them;
+ * `aud` only when configured, because D1 documents it as optional and its value is unconfirmed.
+ */
+export async function signAssertion(
+  key: KeyObject,
+  s: Pick<TokenSettings, 'issuerId' | 'keyId'> & Partial<Pick<TokenSettings, 'assertionAudience'>>,
+  nowSec: number,
+): Promise<string> {
+  return new SignJWT(s.assertionAudience ? { aud: s.assertionAudience } : {})
     .setProtectedHeader({ alg: 'ES256', kid: s.keyId, typ: 'JWT' })
     .setIssuer(s.issuerId)
     .setSubject(s.issuerId)

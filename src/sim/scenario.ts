@@ -59,6 +59,8 @@ export interface Scenario {
   pendingStatus: string;
   /** A scripted answer of the token endpoint (a redirect, say), given before the assertion is read. */
   tokenAnswer: SimAnswer | null;
+  /** The `aud` every client assertion must carry; null (the default) does not look at `aud`. */
+  assertionAudience: string | null;
 }
 
 export const DEFAULT_PATHS: D1Paths = {
@@ -93,6 +95,7 @@ export function defaultScenario(): Scenario {
     answers: {},
     pendingStatus: 'PENDING',
     tokenAnswer: null,
+    assertionAudience: null,
   };
 }
 
@@ -138,6 +141,9 @@ const CHECKS: Record<keyof Scenario, Check> = {
   answers: (v, k) => {
     if (!isObject(v)) fail(k, 'an object of targetId -> answer');
     for (const [id, answer] of Object.entries(v)) checkAnswer(answer, `${k}.${id}`);
+  },
+  assertionAudience: (v, k) => {
+    if (v !== null && (typeof v !== 'string' || v === '')) fail(k, 'a non-empty string, or null to accept any aud');
   },
   tokenAnswer: (v, k) => {
     if (v !== null) checkAnswer(v, k);

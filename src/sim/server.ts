@@ -13,7 +13,7 @@ import { AssertionVerifier, type SimIssuer } from './assertion.js';
 import { rngStreams, type RngStreams } from './random.js';
 import { compileRoutes, type RouteMatch } from './routes.js';
 import { resolveScenario, type Scenario, type SimAnswer, type SimTls } from './scenario.js';
-import { GroundTruth, targetKey, type SimCall, type SimState } from './state.js';
+import { GroundTruth, targetKey, type SimCall, type SimSecrets, type SimState } from './state.js';
 
 export interface StartSimOptions {
   scenario?: Partial<Scenario>;
@@ -28,6 +28,8 @@ export interface SimServer {
   tokenUrl: string;
   port: number;
   state(): SimState;
+  /** The tokens it issued and the assertions it received: in-process only, for leak searches. */
+  secrets(): SimSecrets;
   close(): Promise<void>;
 }
 
@@ -61,6 +63,8 @@ class Simulator {
   private readonly scriptedUses = new Map<string, number>();
   private tokenAnswerUses = 0;
   private stopped = false;
+  /** The Host values a request may carry; set once the port is known. */
+  private hosts = new Set<string>();
 
   constructor(
     private readonly scenario: Scenario,
@@ -70,6 +74,16 @@ class Simulator {
     this.truth = new GroundTruth(scenario, this.rng);
     this.match = compileRoutes(scenario.basePath, scenario.paths);
     this.unknownIds = new Set(scenario.unknownIds);
+  }
+
+  /**
+   * Only loopback names with this port: a web page on a name the attacker controls, rebound by DNS
+   * to 127.0.0.1, arrives with its own Host and is refused before any route, so it can neither
+   * read the ground truth nor reset it nor ask for a token.
+   */
+  listeningOn(port: number, defaultPort: number): void {
+    const names = ['127.0.0.1', 'localhost', '[::1]'];
+    this.hosts = new Set(names.flatMap((n) => (port === defaultPort ? [n, `${n}:${port}`] : [`${n}:${port}`])));
   }
 
   stop(): void {
@@ -89,6 +103,10 @@ class Simulator {
     const at = performance.now() - this.t0;
     const method = req.method ?? 'GET';
     const path = new URL(req.url ?? '/', 'http://127.0.0.1').pathname;
+    if (!this.hosts.has((req.headers.host ?? '').toLowerCase())) {
+      req.resume();
+      return send(res, error(421, 'MISDIRECTED_REQUEST', 'the Host header must be 127.0.0.1, localhost or [::1] with the port of this simulator'));
+    }
 
     // The observer's own routes: never counted, never faulted, no auth.
     if (path === '/__sim/state' && method === 'GET') return send(res, { status: 200, body: this.truth.snapshot() });
@@ -378,7 +396,7 @@ async function tlsOptions(tls: SimTls): Promise<https.ServerOptions> {
 
 export async function startSimulator(opts: StartSimOptions): Promise<SimServer> {
   const scenario = resolveScenario(opts.scenario);
-  const sim = new Simulator(scenario, new AssertionVerifier(opts.issuers));
+  const sim = new Simulator(scenario, new AssertionVerifier(opts.issuers, scenario.assertionAudience));
   const listener: http.RequestListener = (req, res) => sim.dispatch(req, res);
   const server = scenario.tls
     ? https.createServer(await tlsOptions(scenario.tls), listener)
@@ -400,6 +418,7 @@ export async function startSimulator(opts: StartSimOptions): Promise<SimServer> 
   });
 
   const port = (server.address() as AddressInfo).port;
+  sim.listeningOn(port, scenario.tls ? 443 : 80);
   const url = `${scenario.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
   let closing: Promise<void> | null = null;
   return {
@@ -408,6 +427,7 @@ export async function startSimulator(opts: StartSimOptions): Promise<SimServer> 
     tokenUrl: url + TOKEN_PATH,
     port,
     state: () => sim.truth.snapshot(),
+    secrets: () => sim.truth.secrets(),
     close: () =>
       (closing ??= new Promise<void>((resolve) => {
         sim.stop();
