@@ -1,8 +1,7 @@
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Ledger } from '../ledger/index.js';
 import { buildSummary } from '../report/summary.js';
-import { writeReport } from '../report/write.js';
+import { reportInterrupted, writeReport } from '../report/write.js';
 import type { Logger } from '../log.js';
 import { finishBatch, type BatchResult } from './finish.js';
 
@@ -28,7 +27,7 @@ export async function recoverAbandoned(ledger: Ledger, reportsDir: string, log: 
   for (const b of ledger.batches.list(RECENT)) {
     const dir = join(reportsDir, b.id);
     // Only a folder a kill left behind: a batch reported elsewhere (reportsDir changed) is not.
-    if (b.status === 'RUNNING' || !existsSync(dir) || existsSync(join(dir, 'summary.json'))) continue;
+    if (b.status === 'RUNNING' || !reportInterrupted(dir)) continue;
     try {
       await writeReport(ledger, buildSummary(ledger, b.id, reportsDir));
       log.warn(`the report of batch ${b.id} was incomplete (the process was stopped while writing it); written again`);
