@@ -26,7 +26,6 @@ export const REJECT_COLUMNS = ['source_file', 'source_line', 'error', 'raw'] as 
  */
 export async function writeReport(ledger: Ledger, summary: BatchSummary): Promise<string> {
   const final = summary.reportDir;
-  for (const leftover of leftoverFolders(final)) rmSync(leftover, { recursive: true, force: true });
   const dir = createStagingFolder(final);
   try {
     await writeFiles(ledger, summary, dir);
@@ -41,6 +40,15 @@ export async function writeReport(ledger: Ledger, summary: BatchSummary): Promis
 /** True when a batch's report was cut short by a kill: a staging folder is left, or no summary.json. */
 export function reportInterrupted(reportDir: string): boolean {
   return leftoverFolders(reportDir).length > 0 || (existsSync(reportDir) && !existsSync(join(reportDir, 'summary.json')));
+}
+
+/**
+ * Removes what a killed writer left beside the report folder. Only once the report is written
+ * again, by the run that holds the ledger lock: a `report` command writing the same batch at this
+ * moment has a staging folder too, and it must not vanish under it.
+ */
+export function removeLeftovers(reportDir: string): void {
+  for (const leftover of leftoverFolders(reportDir)) rmSync(leftover, { recursive: true, force: true });
 }
 
 async function writeFiles(ledger: Ledger, summary: BatchSummary, dir: string): Promise<void> {
