@@ -20,6 +20,7 @@ export const DEFAULT_CONFIG: Config = {
     },
     timeoutMs: 10_000,
     alreadyOptedOutErrorCodes: [],
+    assertionAudience: '',
   },
   rate: {
     requestsPerSecond: 20,
@@ -28,6 +29,7 @@ export const DEFAULT_CONFIG: Config = {
     maxAttemptsAcrossRuns: 10,
     backoffBaseMs: 500,
     backoffMaxMs: 30_000,
+    allowAboveLimits: false,
   },
   pending: { pollIntervalMs: 2000, maxWaitMs: 60_000 },
   abort: { maxConsecutiveFailures: 50 },
@@ -184,6 +186,21 @@ function checkUrl(name: string, value: string): void {
   );
 }
 
+/**
+ * Ceilings no D1 contract comes near: a typo (an extra zero or three) must not turn the nightly job
+ * into a flood that D1 answers by suspending the issuer. `rate.allowAboveLimits` lifts them.
+ */
+export const RATE_LIMITS = { requestsPerSecond: 10_000, concurrency: 1_000 } as const;
+
+function atMost(name: keyof typeof RATE_LIMITS, v: number, allowed: boolean): void {
+  if (!allowed && v > RATE_LIMITS[name]) {
+    throw new UsageError(
+      `config key rate.${name}: ${v} is above ${RATE_LIMITS[name]}, more than D1 would accept from one issuer; ` +
+        'lower it, or set rate.allowAboveLimits to true if D1 really agreed to that much',
+    );
+  }
+}
+
 function positive(name: string, v: number, integer = true): void {
   if (!(v > 0) || (integer && !Number.isInteger(v))) {
     throw new UsageError(`config key ${name}: expected a positive ${integer ? 'whole ' : ''}number, found ${v}`);
@@ -235,6 +252,8 @@ function validate(c: Config, fromEnv: ReadonlySet<string>): void {
   positive('d1.timeoutMs', c.d1.timeoutMs);
   positive('rate.requestsPerSecond', c.rate.requestsPerSecond, false);
   positive('rate.concurrency', c.rate.concurrency);
+  atMost('requestsPerSecond', c.rate.requestsPerSecond, c.rate.allowAboveLimits);
+  atMost('concurrency', c.rate.concurrency, c.rate.allowAboveLimits);
   positive('rate.maxAttempts', c.rate.maxAttempts);
   positive('rate.maxAttemptsAcrossRuns', c.rate.maxAttemptsAcrossRuns);
   positive('rate.backoffBaseMs', c.rate.backoffBaseMs);

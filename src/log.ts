@@ -99,7 +99,10 @@ export interface LoggerOptions {
 export function createLogger(opts: LoggerOptions): Logger {
   const transports: winston.transport[] = [];
   if (opts.file) {
-    // Before the transport opens it, which would create it with the umask's mode.
+    // Before the transport opens it, which would create it with the umask's mode and follow a
+    // symbolic link planted at the path: a link or another user's file is refused here
+    // (docs/design.md §14). The transport opens the same path an instant later; only someone who
+    // may write into the log's folder could swap it in between, and that folder is the job's own.
     ensurePrivateFile(opts.file, 'config key log.file');
     transports.push(
       new winston.transports.File({

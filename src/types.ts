@@ -102,6 +102,8 @@ export interface Config {
     paths: D1Paths;
     timeoutMs: number;
     alreadyOptedOutErrorCodes: string[];
+    /** The assertion's `aud` claim; '' (the default) sends none, as D1 documents `aud` as optional. */
+    assertionAudience: string;
   };
   rate: {
     requestsPerSecond: number;
@@ -110,6 +112,8 @@ export interface Config {
     maxAttemptsAcrossRuns: number;
     backoffBaseMs: number;
     backoffMaxMs: number;
+    /** Lifts the sanity ceilings on requestsPerSecond and concurrency (docs/design.md §6). */
+    allowAboveLimits: boolean;
   };
   pending: { pollIntervalMs: number; maxWaitMs: number };
   abort: { maxConsecutiveFailures: number };

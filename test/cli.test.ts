@@ -127,6 +127,17 @@ describe('d1-optout command line', () => {
     expect(world.sim.state().requests).toBe(0);
   });
 
+  it('exit 2 on a usage error echoes no card number the operator typed by mistake', async () => {
+    const pan = '4111111111111111';
+    for (const args of [['status', pan], ['show', 'CARD-1', pan], ['report', '--batch', 'B', '4111 1111 1111 1111']]) {
+      const run = await runCli(args);
+      expect(run.code, args.join(' ')).toBe(2);
+      expect(run.stderr).toMatch(/^d1-optout: /);
+      expect(run.stderr).toMatch(/Unknown argument: 4111.*1111/);
+      expect((run.stderr + run.stdout).replace(/\D/g, '')).not.toContain(pan);
+    }
+  });
+
   it('exit 2 on usage errors, and every command documents its flags', async () => {
     expect((await runCli(['rerun'])).code).toBe(2);
     expect((await runCli(['no-such-command'])).code).toBe(2);
@@ -207,5 +218,20 @@ describe('d1-optout sim', () => {
       const [code] = (await once(child, 'close')) as [number];
       expect(code).toBe(0);
     }
+  });
+  it('without --config trusts no issuer: neither $D1_OPTOUT_CONFIG nor ./d1-optout.config.json is loaded', async () => {
+    world = await makeWorld();
+    writeFileSync(join(world.dir, 'd1-optout.config.json'), readFileSync(world.configFile));
+    const started = async (args: string[]) => {
+      const child = spawn(process.execPath, [CLI, 'sim', ...args], { cwd: world!.dir, env: { ...process.env, D1_OPTOUT_CONFIG: world!.configFile } });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      while (!/trusts/.test(out) && child.exitCode === null) await new Promise((r) => setTimeout(r, 20));
+      child.kill('SIGTERM');
+      await once(child, 'close');
+      return out;
+    };
+    expect(await started([])).toMatch(/trusts no issuer: pass --config/);
+    expect(await started(['--config', world.configFile])).toMatch(/trusts issuer TESTISSUER \(kid test-kid-1\)/);
   });
 });

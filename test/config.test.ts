@@ -2,6 +2,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../src/config.js';
 import { EXIT } from '../src/errors.js';
 import { csv, makeWorld, runCli, type World } from './helpers.js';
 
@@ -134,6 +135,25 @@ describe('config validation (exit 2, one line naming the key and what is expecte
   it('refuses a config file that cannot be read, naming where config comes from', async () => {
     const run = await runCli(['run', '--config', join(world.dir, 'nope.json'), cardFile]);
     expect(expectRefused(run)).toMatch(/config file \S+nope\.json cannot be read \(ENOENT\); pass --config or set D1_OPTOUT_CONFIG$/);
+  });
+
+  it('refuses an mTLS client key readable by group or others, like the signing key', async () => {
+    const tlsKey = join(world.dir, 'tls-client.key');
+    writeFileSync(tlsKey, readFileSync(world.keyFile), { mode: 0o600 });
+    chmodSync(tlsKey, 0o640);
+    const line = expectRefused(await runWith(variant((c) => (c.d1['tls'] = { keyFile: tlsKey }))));
+    expect(line).toMatch(/config key d1\.tls\.keyFile: \S+tls-client\.key is readable by group or others \(mode 640\); run chmod 600 on it$/);
+  });
+
+  it.each([
+    ['requestsPerSecond', 10_001, /config key rate\.requestsPerSecond: 10001 is above 10000, .*set rate\.allowAboveLimits to true/],
+    ['concurrency', 1001, /config key rate\.concurrency: 1001 is above 1000, .*set rate\.allowAboveLimits to true/],
+  ])('refuses rate.%s above its ceiling unless rate.allowAboveLimits says so', async (key, value, message) => {
+    expect(expectRefused(await runWith(variant((c) => (c.rate[key] = value))))).toMatch(message);
+    const atCeiling = variant((c) => (c.rate[key] = value - 1));
+    expect(parseConfig(atCeiling, {}).rate[key as 'concurrency']).toBe(value - 1);
+    const lifted = variant((c) => Object.assign(c.rate, { [key]: value * 3, allowAboveLimits: true }));
+    expect(parseConfig(lifted, {}).rate[key as 'concurrency']).toBe(value * 3);
   });
 
   it('refuses a private key readable by its group only, as ssh does (others: test/cli.test.ts)', async () => {

@@ -1,5 +1,6 @@
 import { generateKeyPairSync, verify } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -34,7 +35,7 @@ function clientFor(config: Config): D1Client {
 async function one(setup: Parameters<typeof makeWorld>[0], id = 'CARD-1') {
   world = await makeWorld(setup);
   const { summary, exitCode } = await world.run([world.file('a.csv', csv(HEADER, [`${id},CLOSED`]))]);
-  return { line: results(summary)[0]!, summary, exitCode, truth: world.sim.state() };
+  return { line: results(summary)[0]!, summary, exitCode, truth: world.sim.state(), secrets: world.sim.secrets() };
 }
 
 describe('access token', () => {
@@ -76,7 +77,7 @@ describe('access token', () => {
     expect(r.exitCode).toBe(4);
     expect(r.summary.abortReason).toMatch(/HTTP 401 twice/);
     expect(r.truth.tokenRequests).toBe(2);
-    for (const t of r.truth.secrets.tokens) expect(JSON.stringify(r.summary)).not.toContain(t);
+    for (const t of r.secrets.tokens) expect(JSON.stringify(r.summary)).not.toContain(t);
   });
 
   it('the assertion signed with jose verifies with node:crypto: ES256, kid, iss = sub = issuerId, exp within 15 minutes', async () => {
@@ -88,12 +89,27 @@ describe('access token', () => {
     const claims = JSON.parse(Buffer.from(p, 'base64url').toString()) as Record<string, number | string>;
     expect(header).toMatchObject({ alg: 'ES256', kid: KID });
     expect(claims).toMatchObject({ iss: ISSUER, sub: ISSUER });
+    expect(claims).not.toHaveProperty('aud'); // D1 documents aud as optional, its value unconfirmed
+    expect(typeof claims['jti']).toBe('string');
+    const again = JSON.parse(Buffer.from((await signAssertion(privateKey, { issuerId: ISSUER, keyId: KID }, now)).split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
+    expect(again['jti']).not.toBe(claims['jti']);
     expect(Number(claims['exp']) - now).toBeGreaterThan(0);
     expect(Number(claims['exp']) - now).toBeLessThanOrEqual(900);
     const ok = verify('sha256', Buffer.from(`${h}.${p}`), { key: publicKey, dsaEncoding: 'ieee-p1363' }, Buffer.from(sig, 'base64url'));
     expect(ok).toBe(true);
     const other = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey;
     expect(verify('sha256', Buffer.from(`${h}.${p}`), { key: other, dsaEncoding: 'ieee-p1363' }, Buffer.from(sig, 'base64url'))).toBe(false);
+  });
+
+  it('d1.assertionAudience becomes the aud claim, for a D1 that requires one', async () => {
+    const aud = 'https://d1.example/authz/v1/oauth2/token';
+    const without = await one({ scenario: { assertionAudience: aud } });
+    expect(without.exitCode).toBe(4);
+    expect(without.summary.abortReason).toMatch(/D1 refused the client assertion \(HTTP 400 INVALID_ASSERTION: aud does not name this token endpoint\)/);
+    const withAud = await one({ scenario: { assertionAudience: aud }, config: { d1: { assertionAudience: aud } } });
+    expect(withAud.exitCode).toBe(0);
+    expect(withAud.line).toMatchObject({ outcome: 'OPTED_OUT' });
+    expect(JSON.parse(Buffer.from(withAud.secrets.assertions[0]!.split('.')[1]!, 'base64url').toString())).toMatchObject({ aud });
   });
 
   it('the token endpoint refusing the assertion (wrong iss) aborts with exit 4', async () => {
@@ -103,6 +119,59 @@ describe('access token', () => {
     expect(exitCode).toBe(4);
     expect(summary.abortReason).toMatch(/D1 refused the client assertion \(HTTP 400 INVALID_ASSERTION: unknown issuer\)/);
     expect(world.sim.state().optOutCalls).toEqual({});
+  });
+});
+
+/** A second loopback listener a redirect points at: it records whatever reaches it. */
+async function startRecorder(): Promise<{ url: string; arrived: string[]; close(): Promise<void> }> {
+  const arrived: string[] = [];
+  const server: Server = createHttpServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => {
+      arrived.push(`${req.method} ${req.url} ${req.headers.authorization ?? ''} ${body}`);
+      res.end('{}');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return { url, arrived, close: () => new Promise<void>((r) => server.close(() => r())) };
+}
+
+describe('redirects are never followed', () => {
+  it('a token endpoint answering 307 aborts the run (exit 4); the assertion goes nowhere else', async () => {
+    const trap = await startRecorder();
+    try {
+      const location = `${trap.url}/steal/oauth2/token?session=s3cr3t-session-value`;
+      const r = await one({ scenario: { tokenAnswer: { status: 307, headers: { location } } } });
+      expect(r.exitCode).toBe(4);
+      expect(r.summary.abortReason).toBe(`token endpoint answered HTTP 307, a redirect to ${trap.url}/… that was not followed: check d1.tokenUrl`);
+      expect(trap.arrived).toEqual([]);
+      expect(r.truth.tokenRequests).toBe(1);
+      expect(r.truth.optOutCalls).toEqual({});
+    } finally {
+      await trap.close();
+    }
+  });
+
+  it.each([301, 302, 303, 307, 308])('an opt-out answered %i is a permanent failure; the Location is masked and not called', async (status) => {
+    const trap = await startRecorder();
+    try {
+      const location = `${trap.url}/cards/4111111111111111/optout?token=abcdefabcdefabcdef`;
+      const r = await one({ scenario: { answers: { 'CARD-1': { status, headers: { location }, text: `Moved to ${location}` } } } });
+      expect(r.exitCode).toBe(1);
+      expect(r.line).toMatchObject({
+        outcome: 'FAILED_PERMANENT',
+        http_status: String(status),
+        error_code: '',
+        error_message: `HTTP ${status}, a redirect to ${trap.url}/… that was not followed`,
+        attempts: '1',
+      });
+      expect(trap.arrived).toEqual([]);
+      expect(r.truth.optOutArrivals['CARD:CARD-1']).toBe(1);
+    } finally {
+      await trap.close();
+    }
   });
 });
 

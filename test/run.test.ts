@@ -123,8 +123,8 @@ describe('run end to end against the simulator', () => {
     const log = readFileSync(world.config.log.file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(log.some((l) => l['batchId'] === summary.batchId)).toBe(true);
     const text = readFileSync(world.config.log.file, 'utf8');
-    for (const t of world.sim.state().secrets.tokens) expect(text).not.toContain(t);
-    for (const a of world.sim.state().secrets.assertions) expect(text).not.toContain(a);
+    for (const t of world.sim.secrets().tokens) expect(text).not.toContain(t);
+    for (const a of world.sim.secrets().assertions) expect(text).not.toContain(a);
     expect(existsSync(join(summary.reportDir, 'summary.json'))).toBe(true);
   });
 });

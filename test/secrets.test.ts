@@ -169,7 +169,7 @@ describe('nothing the job writes or prints holds a secret or a card number', () 
     expect(outputs.filter((o) => o.code === 2)).toHaveLength(unreadable);
     expect(outputs.find((o) => o.code === null)?.args[0]).toBe('run'); // the killed one
     for (const o of outputs.filter((x) => x.code !== 2 && x.code !== null)) expect([0, 1], `${o.args.join(' ')}\n${o.stderr}`).toContain(o.code);
-    const secrets = world.sim.state().secrets;
+    const secrets = world.sim.secrets();
     expect(secrets.tokens.length).toBeGreaterThanOrEqual(3);
     expect(secrets.assertions.length).toBeGreaterThanOrEqual(secrets.tokens.length);
     expect(walSeen).toBe(true);
@@ -182,7 +182,7 @@ describe('nothing the job writes or prints holds a secret or a card number', () 
   });
 
   it('holds no access token and no client assertion (not even its signature)', () => {
-    const { tokens, assertions } = world.sim.state().secrets;
+    const { tokens, assertions } = world.sim.secrets();
     const needles = [...tokens, ...assertions, ...assertions.map((a) => a.split('.')[2]!)];
     expect(needles.every((s) => s.length >= 20)).toBe(true);
     for (const [file, text] of written) for (const s of needles) expect(text.includes(s), `${file} holds a secret`).toBe(false);

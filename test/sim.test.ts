@@ -4,6 +4,7 @@
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -42,11 +43,13 @@ interface AssertionOptions {
   sub?: string;
   expInSec?: number;
   key?: KeyObject;
+  jti?: string;
+  aud?: string;
 }
 
 function signAssertion(o: AssertionOptions = {}): Promise<string> {
   const iss = o.iss ?? ISSUER;
-  return new SignJWT({})
+  return new SignJWT({ ...(o.jti !== undefined ? { jti: o.jti } : {}), ...(o.aud !== undefined ? { aud: o.aud } : {}) })
     .setProtectedHeader({ alg: 'ES256', kid: o.kid ?? KID })
     .setIssuer(iss)
     .setSubject(o.sub ?? iss)
@@ -105,8 +108,30 @@ describe('token endpoint', () => {
     const state = sim.state();
     expect(state.tokensIssued).toBe(1);
     expect(state.tokenRequests).toBe(1);
-    expect(state.secrets.tokens).toEqual([body.access_token]);
-    expect(state.secrets.assertions).toEqual([assertion]);
+    expect(sim.secrets()).toEqual({ tokens: [body.access_token], assertions: [assertion] });
+    // What it serves holds neither: a token read from there once opted a card out.
+    const served = await fetch(`${sim.url}/__sim/state`).then((r) => r.text());
+    expect(served).toContain('"tokensIssued":1');
+    for (const secret of [String(body.access_token), assertion, assertion.split('.')[2]!]) expect(served).not.toContain(secret);
+  });
+
+  it('refuses a replayed assertion (same jti), and requires the aud its scenario names', async () => {
+    const sim = await start();
+    const jti = 'jti-0001';
+    const assertion = await signAssertion({ jti });
+    expect((await requestToken(sim, assertion)).status).toBe(200);
+    const replay = await requestToken(sim, assertion);
+    expect(replay.status).toBe(400);
+    expect(await replay.json()).toEqual({ errorCode: 'INVALID_ASSERTION', error: 'assertion replayed (jti already used)' });
+    expect((await requestToken(sim, await signAssertion({ jti }))).status).toBe(400);
+    expect((await requestToken(sim, await signAssertion({ jti: 'jti-0002' }))).status).toBe(200);
+    expect(sim.state().tokensIssued).toBe(2);
+
+    const strict = await start({ assertionAudience: 'https://d1.example/token' });
+    const noAud = await requestToken(strict, await signAssertion({ jti: 'a1' }));
+    expect(await noAud.json()).toEqual({ errorCode: 'INVALID_ASSERTION', error: 'aud does not name this token endpoint' });
+    expect((await requestToken(strict, await signAssertion({ jti: 'a2', aud: 'https://elsewhere/token' }))).status).toBe(400);
+    expect((await requestToken(strict, await signAssertion({ jti: 'a3', aud: 'https://d1.example/token' }))).status).toBe(200);
   });
 
   it('also accepts a JSON body', async () => {
@@ -438,6 +463,37 @@ describe('observer routes and scenarios', () => {
     expect((await optOut(sim, tok, cardPath('card1'))).status).toBe(200);
     expect((await fetch(`${sim.url}/nowhere`)).status).toBe(404);
     expect(sim.state().requests).toBe(2);
+  });
+
+  it('answers only a loopback Host with its own port, on every route (no DNS rebinding)', async () => {
+    const sim = await start();
+    const tok = await token(sim);
+    const raw = (method: string, path: string, host: string, body = '', headers: Record<string, string> = {}) =>
+      new Promise<number>((resolve, reject) => {
+        const req = http.request({ host: '127.0.0.1', port: sim.port, method, path, headers: { host, ...headers }, agent: false }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on('error', reject);
+        req.end(body);
+      });
+    const form = { 'content-type': 'application/x-www-form-urlencoded' };
+    const routes: [string, string, string, Record<string, string>][] = [
+      ['GET', '/__sim/state', '', {}],
+      ['POST', '/__sim/reset', '', {}],
+      ['POST', '/__sim/revoke-tokens', '', {}],
+      ['POST', '/authz/v1/oauth2/token', new URLSearchParams({ grant_type: JWT_BEARER, assertion: await signAssertion() }).toString(), form],
+      ['POST', `/banking/v1${cardPath('card-rebound')}`, '{}', { authorization: `Bearer ${tok}`, 'content-type': 'application/json' }],
+    ];
+    const before = sim.state();
+    for (const host of ['attacker.example', `attacker.example:${sim.port}`, `127.0.0.1:${sim.port + 1}`, '127.0.0.1', `localhost.attacker.example:${sim.port}`]) {
+      for (const [method, path, body, headers] of routes) expect(await raw(method, path, host, body, headers), `${method} ${path} Host ${host}`).toBe(421);
+    }
+    expect(sim.state()).toEqual(before);
+    expect((await optOut(sim, tok, cardPath('card-after'))).status).toBe(200); // not revoked, not reset
+    for (const host of [`127.0.0.1:${sim.port}`, `localhost:${sim.port}`, `LOCALHOST:${sim.port}`, `[::1]:${sim.port}`]) {
+      expect(await raw('GET', '/__sim/state', host), host).toBe(200);
+    }
   });
 
   it('keeps an exact sliding-window maximum', () => {

@@ -1,8 +1,7 @@
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Ledger } from '../ledger/index.js';
 import { buildSummary } from '../report/summary.js';
-import { writeReport } from '../report/write.js';
+import { removeLeftovers, reportInterrupted, writeReport } from '../report/write.js';
 import type { Logger } from '../log.js';
 import { finishBatch, type BatchResult } from './finish.js';
 
@@ -21,16 +20,17 @@ export async function abortBatch(ledger: Ledger, batchId: string, reportsDir: st
 
 /**
  * Closes the batches a killed process left RUNNING (we hold the lock, so nobody else runs them),
- * and writes again the report of a recent batch whose report a kill interrupted (summary.json,
- * written last, is missing).
+ * and writes again the report of a recent batch whose report a kill interrupted (its staging
+ * folder is left beside it, or an older folder lacks summary.json, which is written last).
  */
 export async function recoverAbandoned(ledger: Ledger, reportsDir: string, log: Logger): Promise<string[]> {
   for (const b of ledger.batches.list(RECENT)) {
     const dir = join(reportsDir, b.id);
     // Only a folder a kill left behind: a batch reported elsewhere (reportsDir changed) is not.
-    if (b.status === 'RUNNING' || !existsSync(dir) || existsSync(join(dir, 'summary.json'))) continue;
+    if (b.status === 'RUNNING' || !reportInterrupted(dir)) continue;
     try {
       await writeReport(ledger, buildSummary(ledger, b.id, reportsDir));
+      removeLeftovers(dir);
       log.warn(`the report of batch ${b.id} was incomplete (the process was stopped while writing it); written again`);
     } catch (err) {
       // A broken report folder must not keep every later night from running.

@@ -1,7 +1,6 @@
 import { createPublicKey } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import type { CommandModule } from 'yargs';
-import { configPath, loadConfig } from '../config.js';
+import { loadConfig } from '../config.js';
 import { loadPrivateKey } from '../d1/keys.js';
 import { EXIT, JobError } from '../errors.js';
 import { redactText } from '../log.js';
@@ -31,10 +30,11 @@ export const simModule: CommandModule<object, Args> = {
         process.stdout.write(`test-only certificates written:\n${Object.entries(files).map(([k, v]) => `  ${k.padEnd(14)} ${v}`).join('\n')}\n`);
         process.exit(EXIT.OK);
       }
-      const path = configPath(args.config);
+      // Only a config named on the command line: the simulator must not pick up the production
+      // config (and load its signing key) from $D1_OPTOUT_CONFIG or the working directory.
       const issuers: SimIssuer[] = [];
-      if (args.config || existsSync(path)) {
-        const config = loadConfig(path);
+      if (args.config) {
+        const config = loadConfig(args.config);
         const publicKeyPem = createPublicKey(loadPrivateKey(config.d1.privateKeyFile)).export({ type: 'spki', format: 'pem' }).toString();
         issuers.push({ issuerId: config.d1.issuerId, kid: config.d1.keyId, publicKeyPem });
       }

@@ -1,7 +1,7 @@
 import { redactText } from '../log.js';
 import { parseRetryAfter } from '../throttle/backoff.js';
 import type { AnswerClass } from '../types.js';
-import type { WireResponse } from './http.js';
+import { describeRedirect, isRedirect, type WireResponse } from './http.js';
 
 export interface Classified {
   class: AnswerClass;
@@ -79,6 +79,8 @@ export function classifyResponse(res: WireResponse, alreadyOptedOutCodes: readon
       error: base.error ?? `HTTP ${res.status}`,
     };
   }
+  // The request was not sent where D1 wanted it, and will not be: asking again changes nothing.
+  if (isRedirect(res.status)) return { ...base, class: 'permanent', errorCode: null, error: describeRedirect(res) };
   if (res.status === 401) return { ...base, class: 'fatal', error: base.error ?? 'Unauthorized' };
   return { ...base, class: 'permanent', error: base.error ?? `HTTP ${res.status}` };
 }

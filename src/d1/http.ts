@@ -3,6 +3,8 @@ import https from 'node:https';
 import { readFileSync } from 'node:fs';
 import fetch, { type RequestInit } from 'node-fetch';
 import { UsageError } from '../errors.js';
+import { redactText } from '../log.js';
+import { checkPrivateKeyFile } from './keys.js';
 import type { TlsConfig } from '../types.js';
 
 export interface WireResponse {
@@ -19,6 +21,7 @@ export interface WireFailure {
 
 function readTlsFile(key: string, path: string | undefined): Buffer | undefined {
   if (!path) return undefined;
+  if (key === 'keyFile') checkPrivateKeyFile('d1.tls.keyFile', path, 'the PEM key of the mTLS client certificate');
   try {
     return readFileSync(path);
   } catch (err) {
@@ -50,7 +53,9 @@ export class Transport {
   async send(url: string, init: RequestInit, timeoutMs: number): Promise<WireResponse | WireFailure> {
     const agent = url.startsWith('https:') ? this.httpsAgent : this.httpAgent;
     try {
-      const res = await fetch(url, { ...init, agent, signal: AbortSignal.timeout(timeoutMs) });
+      // Never followed: a redirect would carry the bearer token or the signed assertion to
+      // whatever host the Location names (node-fetch re-posts the body on 307/308).
+      const res = await fetch(url, { ...init, agent, redirect: 'manual', signal: AbortSignal.timeout(timeoutMs) });
       const body = await res.text();
       return { status: res.status, headers: res.headers, body };
     } catch (err) {
@@ -62,6 +67,29 @@ export class Transport {
     this.httpAgent.destroy();
     this.httpsAgent.destroy();
   }
+}
+
+export function isRedirect(status: number): boolean {
+  return status >= 300 && status < 400;
+}
+
+/**
+ * "HTTP 307, a redirect to https://host:port/… that was not followed", for the report and the log.
+ * Only the Location's origin is shown: its path or query may hold a token or a card id, and
+ * whatever is shown is masked like any text from D1.
+ */
+export function describeRedirect(res: WireResponse): string {
+  const location = res.headers.get('location');
+  let where = 'no Location';
+  if (location) {
+    try {
+      const u = new URL(location);
+      where = `${u.protocol}//${u.host}${u.pathname !== '/' || u.search ? '/…' : ''}`;
+    } catch {
+      where = 'an unreadable Location';
+    }
+  }
+  return redactText(`HTTP ${res.status}, a redirect to ${where} that was not followed`);
 }
 
 function describeNetworkError(err: unknown, timeoutMs: number): string {

@@ -3,23 +3,28 @@ import { readFileSync, statSync, type Stats } from 'node:fs';
 import { UsageError } from '../errors.js';
 
 /**
- * Loads the ES256 private key that signs the client assertion. Like ssh, refuses a key file that
- * group or others can read: whoever reads it can remove cards from Click to Pay.
+ * Refuses a private key file (the assertion's signing key, the mTLS client key) that group or
+ * others can read, like ssh does: whoever reads the signing key can remove cards from Click to
+ * Pay, and whoever reads the TLS key can speak to D1 as the issuer. `key` is the config key named
+ * in the message, e.g. `d1.tls.keyFile`.
  */
-export function loadPrivateKey(path: string): KeyObject {
+export function checkPrivateKeyFile(key: string, path: string, expected: string): void {
   let stat: Stats;
   try {
     stat = statSync(path);
   } catch (err) {
-    throw new UsageError(`config key d1.privateKeyFile: ${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    throw new UsageError(`config key ${key}: ${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
-  if (!stat.isFile()) throw new UsageError(`config key d1.privateKeyFile: ${path} is not a file; expected the path of an EC P-256 PEM key`);
+  if (!stat.isFile()) throw new UsageError(`config key ${key}: ${path} is not a file; expected the path of ${expected}`);
   const mode = stat.mode;
   if ((mode & 0o077) !== 0) {
-    throw new UsageError(
-      `config key d1.privateKeyFile: ${path} is readable by group or others (mode ${(mode & 0o777).toString(8)}); run chmod 600 on it`,
-    );
+    throw new UsageError(`config key ${key}: ${path} is readable by group or others (mode ${(mode & 0o777).toString(8)}); run chmod 600 on it`);
   }
+}
+
+/** Loads the ES256 private key that signs the client assertion (mode checked first). */
+export function loadPrivateKey(path: string): KeyObject {
+  checkPrivateKeyFile('d1.privateKeyFile', path, 'an EC P-256 PEM key');
   let key: KeyObject;
   try {
     key = createPrivateKey({ key: readFileSync(path), passphrase: process.env['D1_PRIVATE_KEY_PASSPHRASE'] });

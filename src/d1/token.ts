@@ -3,7 +3,7 @@ import { SignJWT } from 'jose';
 import type { Clock } from '../throttle/clock.js';
 import { realClock } from '../throttle/clock.js';
 import { isRetryableStatus, safeCut } from './classify.js';
-import type { Transport } from './http.js';
+import { describeRedirect, isRedirect, type Transport } from './http.js';
 
 /** The assertion lives 5 minutes: well inside D1's 15-minute ceiling, with room for clock skew. */
 const ASSERTION_TTL_SEC = 300;
@@ -13,6 +13,8 @@ export interface TokenSettings {
   issuerId: string;
   keyId: string;
   timeoutMs: number;
+  /** The `aud` claim; '' sends none. */
+  assertionAudience: string;
 }
 
 /** Why no token could be had. `fatal` means D1 refused us: retrying cannot help. */
@@ -27,9 +29,17 @@ export class TokenError extends Error {
   }
 }
 
-/** Signs the ES256 client assertion of d1-api.md §1 (RFC 7523 JWT bearer). */
-export async function signAssertion(key: KeyObject, s: Pick<TokenSettings, 'issuerId' | 'keyId'>, nowSec: number): Promise<string> {
-  return new SignJWT({})
+/**
+ * Signs the ES256 client assertion of docs/d1-api.md §1 (RFC 7523 JWT bearer). A fresh random
+ * `jti` on every one, so a copied assertion cannot be replayed at an endpoint that remembers them;
+ * `aud` only when configured, because D1 documents it as optional and its value is unconfirmed.
+ */
+export async function signAssertion(
+  key: KeyObject,
+  s: Pick<TokenSettings, 'issuerId' | 'keyId'> & Partial<Pick<TokenSettings, 'assertionAudience'>>,
+  nowSec: number,
+): Promise<string> {
+  return new SignJWT(s.assertionAudience ? { aud: s.assertionAudience } : {})
     .setProtectedHeader({ alg: 'ES256', kid: s.keyId, typ: 'JWT' })
     .setIssuer(s.issuerId)
     .setSubject(s.issuerId)
@@ -100,6 +110,11 @@ export class TokenProvider {
       this.token = json.access_token;
       this.expiresAt = this.clock.now() + ttlSec * 1000 - marginMs;
       return this.token;
+    }
+    if (isRedirect(res.status)) {
+      // Fatal, like a refused assertion: the configured token URL is not where D1 answers, and
+      // following it would hand the signed assertion to another host.
+      throw new TokenError(true, res.status, `token endpoint answered ${describeRedirect(res)}: check d1.tokenUrl`);
     }
     const detail = [typeof json.errorCode === 'string' ? json.errorCode : null, typeof json.error === 'string' ? safeCut(json.error, 120) : null]
       .filter(Boolean)

@@ -1,6 +1,7 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { once } from 'node:events';
 import { stringify, type Stringifier } from 'csv-stringify';
+import { createExclusiveFile } from '../private-file.js';
 
 /** A CSV file written as a stream with a header row; memory does not grow with the number of lines. */
 export class CsvFile<T extends object> {
@@ -10,7 +11,8 @@ export class CsvFile<T extends object> {
   lines = 0;
 
   constructor(path: string, columns: readonly (keyof T & string)[]) {
-    this.out = createWriteStream(path, { mode: 0o600 });
+    // Created new, never through a planted link or into someone else's file (docs/design.md §14).
+    this.out = createWriteStream(path, { fd: createExclusiveFile(path, 0o600) });
     this.csv = stringify({ header: true, columns: [...columns], eof: true });
     // A full disk must fail the report, not crash the process with an unhandled 'error' event.
     const fail = (err: Error) => {

@@ -1,6 +1,7 @@
-import { accessSync, closeSync, constants, existsSync, fsyncSync, openSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { accessSync, closeSync, constants, existsSync, fsyncSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { UsageError } from '../errors.js';
+import { createExclusiveFile, hiddenSibling } from '../private-file.js';
 import { OUTCOMES, type BatchStatus, type BatchSummary } from '../types.js';
 import { durationMs } from './summary.js';
 
@@ -62,13 +63,16 @@ export function checkMetricsPath(path: string): void {
 /**
  * Replaces the file atomically: written and synced under a temporary name in the same folder
  * (the collector skips names not ending in .prom), then renamed over it, so node_exporter never
- * reads half a file. Readable by all: the collector usually runs as another user, and the file
- * holds counts only.
+ * reads half a file. The temporary name is random and created exclusively: the collector's
+ * folder is often writable by others, who must not be able to plant a link there that the job
+ * writes through (docs/design.md §14). The rename replaces whatever is at `path`, a link
+ * included, without following it. Readable by all: the collector usually runs as another user,
+ * and the file holds counts only.
  */
 export function writeMetricsFile(path: string, text: string): void {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+  const tmp = hiddenSibling(path, 'tmp');
+  const fd = createExclusiveFile(tmp, 0o644);
   try {
-    const fd = openSync(tmp, 'w', 0o644);
     try {
       writeSync(fd, text);
       fsyncSync(fd);

@@ -25,9 +25,18 @@ interface KnownKey {
 
 export class AssertionVerifier {
   private readonly keys: KnownKey[];
+  /** jti -> exp of every assertion accepted and not yet expired: a replay is refused. */
+  private readonly seenJti = new Map<string, number>();
 
-  /** Several entries may share an issuerId with different kids: that is how key rotation looks. */
-  constructor(issuers: SimIssuer[]) {
+  /**
+   * Several entries may share an issuerId with different kids: that is how key rotation looks.
+   * `audience`: the `aud` an assertion must carry, or null to ignore `aud` (D1 documents it as
+   * optional and its value is not confirmed).
+   */
+  constructor(
+    issuers: SimIssuer[],
+    private readonly audience: string | null = null,
+  ) {
     this.keys = issuers.map((issuer) => {
       const key = createPublicKey(issuer.publicKeyPem);
       if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
@@ -66,7 +75,20 @@ export class AssertionVerifier {
     if (claims.exp < now - CLOCK_SKEW_SEC) return refuse('assertion expired');
     if (claims.exp > now + MAX_LIFETIME_SEC + CLOCK_SKEW_SEC) return refuse('exp more than 15 minutes ahead');
     if (typeof claims.nbf === 'number' && claims.nbf > now + CLOCK_SKEW_SEC) return refuse('assertion not yet valid');
+    if (this.audience !== null) {
+      const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
+      if (!aud.includes(this.audience)) return refuse('aud does not name this token endpoint');
+    }
 
+    // Checked last, so only an assertion that would otherwise pass uses up its jti. D1 does not
+    // confirm jti for this flow, so one without it is accepted, but a jti is never accepted twice:
+    // a signed assertion copied from a log or a proxy must not buy a second token.
+    if (claims.jti !== undefined) {
+      if (typeof claims.jti !== 'string' || claims.jti === '') return refuse('jti must be a non-empty string');
+      for (const [jti, exp] of this.seenJti) if (exp < now - CLOCK_SKEW_SEC) this.seenJti.delete(jti);
+      if (this.seenJti.has(claims.jti)) return refuse('assertion replayed (jti already used)');
+      this.seenJti.set(claims.jti, claims.exp);
+    }
     return { ok: true, issuerId: known.issuerId };
   }
 }

@@ -5,7 +5,7 @@ export { loadScenarioFile, defaultScenario, resolveScenario, validateScenario, D
 export type { Scenario, SimOutage, SimTls } from './scenario.js';
 export { startSimulator, TOKEN_PATH } from './server.js';
 export type { SimServer, StartSimOptions } from './server.js';
-export type { SimCall, SimOperation, SimState, SimTarget, SimTargetState } from './state.js';
+export type { SimCall, SimOperation, SimSecrets, SimState, SimTarget, SimTargetState } from './state.js';
 export { makeSimCerts } from './certs.js';
 export type { SimCertFiles } from './certs.js';
 export { mulberry32 } from './random.js';

@@ -57,6 +57,10 @@ export interface Scenario {
   answers: Record<string, SimAnswer>;
   /** The status value a pending operation shows: set it to a value the client does not know. */
   pendingStatus: string;
+  /** A scripted answer of the token endpoint (a redirect, say), given before the assertion is read. */
+  tokenAnswer: SimAnswer | null;
+  /** The `aud` every client assertion must carry; null (the default) does not look at `aud`. */
+  assertionAudience: string | null;
 }
 
 export const DEFAULT_PATHS: D1Paths = {
@@ -90,6 +94,8 @@ export function defaultScenario(): Scenario {
     tls: null,
     answers: {},
     pendingStatus: 'PENDING',
+    tokenAnswer: null,
+    assertionAudience: null,
   };
 }
 
@@ -135,6 +141,12 @@ const CHECKS: Record<keyof Scenario, Check> = {
   answers: (v, k) => {
     if (!isObject(v)) fail(k, 'an object of targetId -> answer');
     for (const [id, answer] of Object.entries(v)) checkAnswer(answer, `${k}.${id}`);
+  },
+  assertionAudience: (v, k) => {
+    if (v !== null && (typeof v !== 'string' || v === '')) fail(k, 'a non-empty string, or null to accept any aud');
+  },
+  tokenAnswer: (v, k) => {
+    if (v !== null) checkAnswer(v, k);
   },
   pendingStatus: (v, k) => {
     if (typeof v !== 'string' || v === '' || v === 'SUCCESSFUL' || v === 'FAILED') fail(k, 'a non-final status string');

@@ -12,8 +12,8 @@ import { performance } from 'node:perf_hooks';
 import { AssertionVerifier, type SimIssuer } from './assertion.js';
 import { rngStreams, type RngStreams } from './random.js';
 import { compileRoutes, type RouteMatch } from './routes.js';
-import { resolveScenario, type Scenario, type SimTls } from './scenario.js';
-import { GroundTruth, targetKey, type SimCall, type SimState } from './state.js';
+import { resolveScenario, type Scenario, type SimAnswer, type SimTls } from './scenario.js';
+import { GroundTruth, targetKey, type SimCall, type SimSecrets, type SimState } from './state.js';
 
 export interface StartSimOptions {
   scenario?: Partial<Scenario>;
@@ -28,6 +28,8 @@ export interface SimServer {
   tokenUrl: string;
   port: number;
   state(): SimState;
+  /** The tokens it issued and the assertions it received: in-process only, for leak searches. */
+  secrets(): SimSecrets;
   close(): Promise<void>;
 }
 
@@ -59,7 +61,10 @@ class Simulator {
   private readonly t0 = performance.now();
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly scriptedUses = new Map<string, number>();
+  private tokenAnswerUses = 0;
   private stopped = false;
+  /** The Host values a request may carry; set once the port is known. */
+  private hosts = new Set<string>();
 
   constructor(
     private readonly scenario: Scenario,
@@ -69,6 +74,16 @@ class Simulator {
     this.truth = new GroundTruth(scenario, this.rng);
     this.match = compileRoutes(scenario.basePath, scenario.paths);
     this.unknownIds = new Set(scenario.unknownIds);
+  }
+
+  /**
+   * Only loopback names with this port: a web page on a name the attacker controls, rebound by DNS
+   * to 127.0.0.1, arrives with its own Host and is refused before any route, so it can neither
+   * read the ground truth nor reset it nor ask for a token.
+   */
+  listeningOn(port: number, defaultPort: number): void {
+    const names = ['127.0.0.1', 'localhost', '[::1]'];
+    this.hosts = new Set(names.flatMap((n) => (port === defaultPort ? [n, `${n}:${port}`] : [`${n}:${port}`])));
   }
 
   stop(): void {
@@ -88,6 +103,10 @@ class Simulator {
     const at = performance.now() - this.t0;
     const method = req.method ?? 'GET';
     const path = new URL(req.url ?? '/', 'http://127.0.0.1').pathname;
+    if (!this.hosts.has((req.headers.host ?? '').toLowerCase())) {
+      req.resume();
+      return send(res, error(421, 'MISDIRECTED_REQUEST', 'the Host header must be 127.0.0.1, localhost or [::1] with the port of this simulator'));
+    }
 
     // The observer's own routes: never counted, never faulted, no auth.
     if (path === '/__sim/state' && method === 'GET') return send(res, { status: 200, body: this.truth.snapshot() });
@@ -118,6 +137,11 @@ class Simulator {
     this.truth.tokenRequests++;
     const outage = this.outage(at);
     if (outage) return outage;
+    const scripted = this.scenario.tokenAnswer;
+    if (scripted && (scripted.times === undefined || this.tokenAnswerUses < scripted.times)) {
+      this.tokenAnswerUses++;
+      return toReply(scripted);
+    }
     const form = parseTokenBody(body, header(req, 'content-type') ?? '');
     if (form.grant_type !== JWT_BEARER) return error(400, 'FIELD_INVALID_VALUE', `grant_type must be ${JWT_BEARER}`);
     if (!form.assertion) return error(400, 'INVALID_ASSERTION', 'missing assertion');
@@ -204,7 +228,7 @@ class Simulator {
     const used = this.scriptedUses.get(targetId) ?? 0;
     if (a.times !== undefined && used >= a.times) return null;
     this.scriptedUses.set(targetId, used + 1);
-    return { status: a.status, body: a.body ?? {}, ...(a.text !== undefined ? { text: a.text } : {}), ...(a.headers ? { headers: a.headers } : {}) };
+    return toReply(a);
   }
 
   private shown(status: string): string {
@@ -289,6 +313,10 @@ class Simulator {
   }
 }
 
+function toReply(a: SimAnswer): Reply {
+  return { status: a.status, body: a.body ?? {}, ...(a.text !== undefined ? { text: a.text } : {}), ...(a.headers ? { headers: a.headers } : {}) };
+}
+
 function send(res: http.ServerResponse, reply: Reply): void {
   if (res.headersSent || res.destroyed) return;
   const payload = reply.text ?? JSON.stringify(reply.body);
@@ -368,7 +396,7 @@ async function tlsOptions(tls: SimTls): Promise<https.ServerOptions> {
 
 export async function startSimulator(opts: StartSimOptions): Promise<SimServer> {
   const scenario = resolveScenario(opts.scenario);
-  const sim = new Simulator(scenario, new AssertionVerifier(opts.issuers));
+  const sim = new Simulator(scenario, new AssertionVerifier(opts.issuers, scenario.assertionAudience));
   const listener: http.RequestListener = (req, res) => sim.dispatch(req, res);
   const server = scenario.tls
     ? https.createServer(await tlsOptions(scenario.tls), listener)
@@ -390,6 +418,7 @@ export async function startSimulator(opts: StartSimOptions): Promise<SimServer> 
   });
 
   const port = (server.address() as AddressInfo).port;
+  sim.listeningOn(port, scenario.tls ? 443 : 80);
   const url = `${scenario.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
   let closing: Promise<void> | null = null;
   return {
@@ -398,6 +427,7 @@ export async function startSimulator(opts: StartSimOptions): Promise<SimServer> 
     tokenUrl: url + TOKEN_PATH,
     port,
     state: () => sim.truth.snapshot(),
+    secrets: () => sim.truth.secrets(),
     close: () =>
       (closing ??= new Promise<void>((resolve) => {
         sim.stop();

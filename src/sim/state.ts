@@ -1,7 +1,7 @@
 // Ground truth: what the simulated D1 saw and what it did to each target. Tests compare the job's
 // report with this, so it records what happened on the server side, whatever the client believes.
 
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { Scope } from '../types.js';
 import { randomId, type RngStreams } from './random.js';
 import type { Scenario } from './scenario.js';
@@ -42,8 +42,19 @@ export interface SimState {
   maxOptOutsInAnyWindow: number;
   maxRequestsInAnyWindow: number;
   calls: SimCall[];
-  secrets: { tokens: string[]; assertions: string[] };
 }
+
+/**
+ * What the simulator issued and received that would let anyone act as the issuer. Never in
+ * SimState, so never served by GET /__sim/state: only a test in the same process can ask for
+ * them, to search what the job wrote for a leak.
+ */
+export interface SimSecrets {
+  tokens: string[];
+  assertions: string[];
+}
+
+const sha256 = (text: string): string => createHash('sha256').update(text).digest('base64url');
 
 export interface SimOperation {
   operationId: string;
@@ -78,9 +89,12 @@ export const targetKey = (scope: Scope, id: string): string => `${scope}:${id}`;
 
 export class GroundTruth {
   readonly startedAt = new Date().toISOString();
-  /** Tokens survive /__sim/reset, so a test can reset between phases without re-authenticating. */
+  /**
+   * Live tokens by their sha256, so not even the state's own memory is a list of usable tokens.
+   * They survive /__sim/reset, so a test can reset between phases without re-authenticating.
+   */
   private readonly tokens = new Map<string, { issuerId: string; expiresAt: number }>();
-  private readonly secrets = { tokens: [] as string[], assertions: [] as string[] };
+  private readonly issued: SimSecrets = { tokens: [], assertions: [] };
 
   requests = 0;
   tokensIssued = 0;
@@ -126,13 +140,13 @@ export class GroundTruth {
   }
 
   recordAssertion(assertion: string): void {
-    this.secrets.assertions.push(assertion);
+    this.issued.assertions.push(assertion);
   }
 
   issueToken(issuerId: string, ttlSec: number): string {
     const token = randomBytes(32).toString('base64url');
-    this.tokens.set(token, { issuerId, expiresAt: Date.now() + ttlSec * 1000 });
-    this.secrets.tokens.push(token);
+    this.tokens.set(sha256(token), { issuerId, expiresAt: Date.now() + ttlSec * 1000 });
+    this.issued.tokens.push(token);
     this.tokensIssued++;
     return token;
   }
@@ -144,7 +158,7 @@ export class GroundTruth {
 
   /** The issuer a live token belongs to, or null when it is unknown or expired. */
   tokenIssuer(token: string): string | null {
-    const entry = this.tokens.get(token);
+    const entry = this.tokens.get(sha256(token));
     return entry && entry.expiresAt > Date.now() ? entry.issuerId : null;
   }
 
@@ -233,8 +247,11 @@ export class GroundTruth {
       maxOptOutsInAnyWindow: this.optOutWindow.max,
       maxRequestsInAnyWindow: this.apiWindow.max,
       calls: this.calls.slice(-MAX_CALLS),
-      secrets: { tokens: [...this.secrets.tokens], assertions: [...this.secrets.assertions] },
     };
+  }
+
+  secrets(): SimSecrets {
+    return { tokens: [...this.issued.tokens], assertions: [...this.issued.assertions] };
   }
 
   private newOperation(scope: Scope, id: string, status: OperationStatus, now: number): StoredOperation {
