@@ -120,6 +120,8 @@ export interface Config {
   archive: string;
   input: { delimiter: 'auto' | ',' | ';' | '|' | '\t'; reasons: string[] };
   log: { level: 'error' | 'warn' | 'info' | 'debug'; file: string; progressEverySec: number };
+  /** `d1-optout check` and `run --dry-run`: a filesystem the job writes to with less free space than this fails. */
+  check: { minFreeMiB: number };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@ import { closeSync, constants, copyFileSync, existsSync, fsyncSync, mkdirSync, o
 import { basename, join } from 'node:path';
 import { inspectCardFile } from '../cards/index.js';
 import { UsageError } from '../errors.js';
-import { Ledger } from '../ledger/index.js';
+import { identityOf, Ledger } from '../ledger/index.js';
 import type { Logger } from '../log.js';
+import { refuseUnlessReady } from '../preflight.js';
 import { buildSummary } from '../report/summary.js';
 import type { BatchSummary, Config, InputSummary, ProgressListener } from '../types.js';
 import { newBatchId } from './batch-id.js';
@@ -86,6 +87,8 @@ function uniqueBatchId(ledger: Ledger): string {
 async function dryRun(config: Config, plan: (copy: Ledger, batchId: string) => Promise<void> | void): Promise<DryRunResult> {
   const copy = Ledger.copyOf(config.ledger);
   try {
+    // Refused like the real run when bound elsewhere; binding the copy writes nothing to disk.
+    copy.bindTo(identityOf(config));
     const batchId = uniqueBatchId(copy);
     await plan(copy, batchId);
     copy.items.coverCardsInBatch(batchId);
@@ -127,7 +130,11 @@ export async function runBatch(
   for (const f of files) await inspectCardFile(f, { delimiter: config.input.delimiter });
   const carry: CarrySource = opts.carryOver ? { kind: 'all' } : { kind: 'none' };
 
-  if (opts.dryRun) return dryRun(config, (copy, batchId) => ingestAndPlan(copy, batchId, files, config, log, { force: opts.force, carry, progress }));
+  if (opts.dryRun) {
+    // The preflight of `d1-optout check`, so a dry run that passes means the night can run.
+    refuseUnlessReady(config);
+    return dryRun(config, (copy, batchId) => ingestAndPlan(copy, batchId, files, config, log, { force: opts.force, carry, progress }));
+  }
 
   const session = await openSession(config, 'run', log, stop, progress);
   try {
