@@ -193,29 +193,38 @@ function gib(bytes: number): string {
 function freeSpaceChecks(config: Config): CheckLine[] {
   const min = config.check.minFreeMiB;
   if (min === 0) return [ok('free space', 'not checked (check.minFreeMiB is 0)')];
-  const byDevice = new Map<number, string[]>();
-  for (const dir of [dirname(config.ledger), config.inbox, config.archive, config.reportsDir, dirname(config.log.file)]) {
+  const folders: [string, string][] = [
+    ['ledger', dirname(config.ledger)],
+    ['inbox', config.inbox],
+    ['archive', config.archive],
+    ['reports', config.reportsDir],
+    ['log', dirname(config.log.file)],
+  ];
+  const byDevice = new Map<number, { roles: string[]; dir: string }>();
+  for (const [role, dir] of folders) {
     let dev: number;
     try {
       dev = statSync(dir).dev;
     } catch {
       continue; // a missing folder has its own FAIL above
     }
-    byDevice.set(dev, [...(byDevice.get(dev) ?? []), dir]);
+    const seen = byDevice.get(dev);
+    if (seen) seen.roles.push(role);
+    else byDevice.set(dev, { roles: [role], dir });
   }
-  return [...byDevice.values()].map((dirs) => {
-    const what = `free space (${dirs.join(', ')})`;
+  return [...byDevice.values()].map(({ roles, dir }) => {
+    const what = `free space (${roles.join(', ')})`;
     let free: number;
     try {
-      const fs = statfsSync(dirs[0]!);
+      const fs = statfsSync(dir);
       free = fs.bavail * fs.bsize;
     } catch (err) {
-      return fail(what, `cannot be measured (${code(err)})`);
+      return fail(what, `cannot be measured on the filesystem of ${dir} (${code(err)})`);
     }
     if (free < min * MIB) {
-      return fail(what, `${gib(free)} free, less than check.minFreeMiB (${min} MiB); free some space, or move the job's folders to a larger filesystem`);
+      return fail(what, `${gib(free)} free on the filesystem of ${dir}, less than check.minFreeMiB (${min} MiB); free some space, or move the job's folders to a larger filesystem`);
     }
-    return ok(what, `${gib(free)} free (at least ${min} MiB needed)`);
+    return ok(what, `${gib(free)} free on the filesystem of ${dir} (at least ${min} MiB needed)`);
   });
 }
 
@@ -243,7 +252,8 @@ export async function liveCheck(config: Config): Promise<CheckLine> {
   try {
     const { tokenUrl, issuerId, keyId, timeoutMs } = config.d1;
     await new TokenProvider(key, { tokenUrl, issuerId, keyId, timeoutMs }, transport).get();
-    return ok(what, `${tokenUrl} issued a token in ${Date.now() - started} ms (mTLS and client assertion accepted)`);
+    const accepted = tokenUrl.startsWith('https:') ? 'mTLS and client assertion accepted' : 'client assertion accepted';
+    return ok(what, `${tokenUrl} issued a token in ${Date.now() - started} ms (${accepted})`);
   } catch (err) {
     return fail(what, `${(err as Error).message}`);
   } finally {

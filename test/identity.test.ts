@@ -249,12 +249,12 @@ describe('check: the preflight', () => {
     const full = variant(world, 'full', (c) => (c['check'] = { minFreeMiB: 1024 ** 4 }));
     const lines = await failing(world, full);
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^FAIL {2}free space \(.*\): [\d.]+ GiB free, less than check\.minFreeMiB \(1099511627776 MiB\); free some space, or move the job's folders to a larger filesystem$/);
+    expect(lines[0]).toMatch(/^FAIL {2}free space \(ledger, inbox, archive, reports, log\): [\d.]+ GiB free on the filesystem of \S+, less than check\.minFreeMiB \(1099511627776 MiB\); free some space, or move the job's folders to a larger filesystem$/);
 
     // run --dry-run runs the same checks before planning.
     const dry = await runCli(['run', '--dry-run', '--config', full, world.file('a.csv', csv(HEADER, ['CARD-1,CLOSED']))]);
     expect(dry.code).toBe(2);
-    expect(oneLine(dry.stderr)).toMatch(/^d1-optout: [\d.]+ GiB free, less than check\.minFreeMiB/);
+    expect(oneLine(dry.stderr)).toMatch(/^d1-optout: [\d.]+ GiB free on the filesystem of \S+, less than check\.minFreeMiB/);
     expect(dry.stdout).toBe('');
   });
 
