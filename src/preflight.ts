@@ -108,7 +108,7 @@ function readCert(what: string, key: string, path: string): X509Certificate | Ch
   return cert;
 }
 
-/** The mTLS files (d1-api.md: D1 requires mutual TLS): present, parseable, the key private, the pair matching. */
+/** The mTLS files (docs/d1-api.md: D1 requires mutual TLS): present, parseable, the key private, the pair matching. */
 function tlsChecks(config: Config): CheckLine[] {
   const { certFile, keyFile, caFile } = config.d1.tls;
   const lines: CheckLine[] = [];

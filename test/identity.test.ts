@@ -1,4 +1,5 @@
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
@@ -182,6 +183,15 @@ describe('init: the ledger, and nothing created by accident', () => {
 });
 
 describe('check: the preflight', () => {
+  it('init and check document their flags', async () => {
+    for (const [cmd, flag] of [['init', '--rebind'], ['check', '--live']] as const) {
+      const help = await runCli([cmd, '--help']);
+      expect(help.code).toBe(0);
+      expect(help.stdout).toContain(`d1-optout ${cmd}`);
+      expect(help.stdout).toContain(flag);
+    }
+  });
+
   it('all ok: one ok line per check, exit 0, and nothing written (no log, the ledger as init made it)', async () => {
     const world = await makeWorld();
     const r = await runCli(['check', '--config', world.configFile]);
@@ -288,6 +298,33 @@ describe('check: the preflight', () => {
     expect(refused.stdout).toMatch(/^FAIL {2}D1 token: D1 refused the client assertion \(HTTP 4\d\d.*check d1\.issuerId, d1\.keyId and the private key/m);
     expect(world.sim.state().optOutCalls).toEqual({});
     expect(world.sim.state().requests).toBe(world.sim.state().tokenRequests);
+  });
+});
+
+describe('check --live over mutual TLS', () => {
+  it('gets its one token through the client certificate; without one, both the local check and the live one FAIL', async () => {
+    const certDir = mkdtempSync(join(tmpdir(), 'd1-optout-certs-'));
+    try {
+      const certs = await makeSimCerts(certDir);
+      const world = await makeWorld({
+        scenario: { tls: { certFile: certs.certFile, keyFile: certs.keyFile, caFile: certs.caFile, requireClientCert: true } },
+        config: { d1: { tls: { certFile: certs.clientCertFile, keyFile: certs.clientKeyFile, caFile: certs.caFile } } },
+      });
+      expect(world.config.d1.tokenUrl.startsWith('https://127.0.0.1:')).toBe(true);
+      const r = await runCli(['check', '--live', '--config', world.configFile]);
+      expect(r.code, r.stdout).toBe(0);
+      expect(r.stdout).toMatch(/^ok +D1 token: https:\S+ issued a token in \d+ ms \(mTLS and client assertion accepted\)$/m);
+      expect([world.sim.state().tokenRequests, world.sim.state().requests]).toEqual([1, 1]);
+
+      const noCert = variant(world, 'nocert', (c) => (c['d1']!['tls'] = { caFile: certs.caFile }));
+      const refused = await runCli(['check', '--live', '--config', noCert]);
+      expect(refused.code).toBe(2);
+      expect(refused.stdout).toMatch(/^FAIL {2}TLS client certificate: D1 requires mutual TLS: set d1\.tls\.certFile and d1\.tls\.keyFile/m);
+      expect(refused.stdout).toMatch(/^FAIL {2}D1 token: token endpoint unreachable: network error/m);
+      expect(world.sim.state().tokensIssued).toBe(1);
+    } finally {
+      rmSync(certDir, { recursive: true, force: true });
+    }
   });
 });
 
