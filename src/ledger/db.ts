@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readSync, rmSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { UsageError } from '../errors.js';
 import { ensurePrivateFile } from '../private-file.js';
@@ -60,8 +60,14 @@ export function openDb(path: string, opts: OpenOptions = {}): Db {
     return db;
   } catch (err) {
     db?.close();
+    if (opts.create) removeNewLedger(path);
     throw unreadable(err, path);
   }
+}
+
+/** An `init` that failed half-way leaves no file behind that a later run would take for a ledger. */
+export function removeNewLedger(path: string): void {
+  for (const f of [path, `${path}-wal`, `${path}-shm`]) rmSync(f, { force: true });
 }
 
 /** PRAGMA quick_check's first complaint, on one line; null when the ledger is sound. */

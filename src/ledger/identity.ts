@@ -78,14 +78,19 @@ export function recordInit(db: Db, id: LedgerIdentity): void {
  * once; the returned warning says so (null when the ledger was bound already).
  */
 export function bindOrVerify(db: Db, path: string, configured: LedgerIdentity): string | null {
+  // Read first without the write lock (WAL readers never wait): a bound ledger is only read, so a
+  // second run still meets the run lock at once while the first is inside a long transaction.
+  const verify = (recorded: LedgerIdentity): null => {
+    const refusal = mismatch(path, recorded, configured);
+    if (refusal) throw new UsageError(refusal);
+    return null;
+  };
+  const recorded = readIdentity(db);
+  if (recorded) return verify(recorded);
   return db
     .transaction((): string | null => {
-      const recorded = readIdentity(db);
-      if (recorded) {
-        const refusal = mismatch(path, recorded, configured);
-        if (refusal) throw new UsageError(refusal);
-        return null;
-      }
+      const now = readIdentity(db); // another process may have bound it meanwhile
+      if (now) return verify(now);
       record(db, 'bind', configured, null);
       return `ledger ${path} had no recorded identity (it predates d1-optout init): bound it to issuer ${configured.issuerId} at ${configured.baseUrl}; a config for another issuer or D1 is refused from now on`;
     })

@@ -1,7 +1,7 @@
 import { Attempts } from './attempts.js';
 import { Batches } from './batches.js';
 import { GroupCommitter } from './committer.js';
-import { openCopy, openDb, type Db, type OpenOptions } from './db.js';
+import { openCopy, openDb, removeNewLedger, type Db, type OpenOptions } from './db.js';
 import { Files } from './files.js';
 import { bindOrVerify, rebind, recordInit, type LedgerIdentity } from './identity.js';
 import { Intake } from './intake.js';
@@ -49,6 +49,7 @@ export class Ledger {
       recordInit(ledger.db, identity);
     } catch (err) {
       ledger.close();
+      removeNewLedger(path);
       throw err;
     }
     return ledger;
