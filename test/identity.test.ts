@@ -208,6 +208,17 @@ describe('check: the preflight', () => {
     expect(sent(world)).toBe(0);
   });
 
+  it('a config that does not load is the one FAIL line, naming the key', async () => {
+    const world = await makeWorld();
+    const bad = variant(world, 'typo', (c) => (c['rate']!['requestPerSecond'] = 10));
+    const r = await runCli(['check', '--config', bad]);
+    expect(r.code).toBe(2);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(/^FAIL {2}config: config key rate\.requestPerSecond is unknown; did you mean requestsPerSecond\? \(expected one of /);
+    expect(lines[1]).toBe('1 check(s) failed.');
+  });
+
   /** Runs `check` with a broken setup; returns its FAIL lines. */
   async function failing(world: World, configFile: string): Promise<string[]> {
     const r = await runCli(['check', '--config', configFile]);

@@ -15,7 +15,7 @@ export interface OpenOptions {
 }
 
 /** What every command that finds no ledger says: run, rerun and poll never make one (docs/design.md §12). */
-export function noLedger(path: string): string {
+function noLedger(path: string): string {
   return `no ledger at ${path}; create it with \`d1-optout init\``;
 }
 
