@@ -11,14 +11,7 @@ import { TokenProvider } from './d1/token.js';
 import { JobError, UsageError } from './errors.js';
 import { identityOf } from './ledger/index.js';
 import { inspectLedger } from './ledger/identity.js';
-import type { Config } from './types.js';
-
-/** One line of the preflight: what was checked, and what is fine or what to do. */
-export interface CheckLine {
-  ok: boolean;
-  what: string;
-  detail: string;
-}
+import type { CheckLine, Config } from './types.js';
 
 export function formatCheck(c: CheckLine): string {
   return `${c.ok ? 'ok  ' : 'FAIL'}  ${c.what}: ${c.detail}`;

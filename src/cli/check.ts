@@ -2,7 +2,8 @@ import type { CommandModule } from 'yargs';
 import { configPath } from '../config.js';
 import { EXIT } from '../errors.js';
 import { redactText } from '../log.js';
-import { checkConfig, formatCheck, liveCheck, localChecks, type CheckLine } from '../preflight.js';
+import { checkConfig, formatCheck, liveCheck, localChecks } from '../preflight.js';
+import type { CheckLine } from '../types.js';
 import { configOption, type CommonArgs } from './shared.js';
 
 interface Args extends CommonArgs {

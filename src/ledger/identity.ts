@@ -1,22 +1,7 @@
 import { hostname } from 'node:os';
 import { UsageError } from '../errors.js';
-import type { Config } from '../types.js';
+import type { Config, LedgerHistoryEntry as HistoryEntry, LedgerIdentity } from '../types.js';
 import { nowIso, openForInspection, quickCheck, SCHEMA_VERSION, unreadable, type Db } from './db.js';
-
-/** What a ledger's history was made against (docs/design.md §12). */
-export interface LedgerIdentity {
-  issuerId: string;
-  baseUrl: string;
-}
-
-export interface HistoryEntry {
-  at: string;
-  event: 'init' | 'bind' | 'rebind';
-  issuerId: string;
-  baseUrl: string;
-  previousIssuerId: string | null;
-  previousBaseUrl: string | null;
-}
 
 export function identityOf(config: Config): LedgerIdentity {
   return { issuerId: config.d1.issuerId, baseUrl: config.d1.baseUrl };

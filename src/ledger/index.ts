@@ -3,7 +3,8 @@ import { Batches } from './batches.js';
 import { GroupCommitter } from './committer.js';
 import { openCopy, openDb, removeNewLedger, type Db, type OpenOptions } from './db.js';
 import { Files } from './files.js';
-import { bindOrVerify, rebind, recordInit, type LedgerIdentity } from './identity.js';
+import type { LedgerIdentity } from '../types.js';
+import { bindOrVerify, rebind, recordInit } from './identity.js';
 import { Intake } from './intake.js';
 import { Items } from './items.js';
 import { LedgerLock } from './lock.js';
@@ -12,7 +13,7 @@ import { Targets } from './targets.js';
 export type { BatchInfo } from './batches.js';
 export type { ItemHistory, RejectLine } from './items.js';
 export { COMMIT_MAX_OPS } from './committer.js';
-export { identityOf, readHistory, readIdentity, type HistoryEntry, type LedgerIdentity } from './identity.js';
+export { identityOf, readHistory, readIdentity } from './identity.js';
 
 /** The SQLite ledger: the single source of truth, one module per concern. */
 export class Ledger {
