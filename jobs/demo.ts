@@ -1,6 +1,7 @@
 // `npm run demo`: the nightly job, end to end, on embedded defaults. Starts the bundled D1
-// simulator on a free loopback port, generates a throw-away issuer key, copies the fixture inbox
-// to var/demo/inbox and runs jobs/nightly-optout against it, four nights in a row: the fixture
+// simulator on a free loopback port, generates a throw-away issuer key, creates the ledger with
+// `init` and runs `check --live`, copies the fixture inbox to var/demo/inbox and runs
+// jobs/nightly-optout against it, four nights in a row: the fixture
 // files, the same files again (nothing is sent), a large delivery on this terminal (live
 // progress when it is a TTY), and another one as cron runs it (no TTY: progress lines). Then it
 // shows what operations staff would look at: status, show, the metrics file and report.html.
@@ -21,6 +22,8 @@ const rel = (p: string) => p.slice(root.length + 1);
 rmSync(demo, { recursive: true, force: true });
 mkdirSync(join(demo, 'inbox'), { recursive: true, mode: 0o700 });
 mkdirSync(join(demo, 'metrics'), { recursive: true, mode: 0o700 });
+// The folders an install makes (check wants them there); the ledger is made by `init` below.
+for (const dir of ['archive', 'quarantine', 'reports', 'log']) mkdirSync(join(demo, dir), { recursive: true, mode: 0o700 });
 
 const issuerId = 'DEMOISSUER';
 const keyId = 'demo-key-1';
@@ -93,10 +96,11 @@ async function runNightly(title: string, how: 'terminal' | 'cron'): Promise<numb
   return code ?? 4;
 }
 
-async function runCli(args: string[]): Promise<void> {
+async function runCli(args: string[]): Promise<number> {
   process.stdout.write(`\n$ d1-optout ${args.join(' ')} --config ${rel(configFile)}\n`);
   const child = spawn(process.execPath, [cli, ...args, '--config', rel(configFile)], { stdio: 'inherit', cwd: root });
-  await once(child, 'close');
+  const [code] = (await once(child, 'close')) as [number | null];
+  return code ?? 4;
 }
 
 /** A card whose opt-out D1 answered PENDING and later settled: its timeline shows both requests. */
@@ -117,6 +121,9 @@ function cardPolledOnce(): string | undefined {
 const optOutCalls = () => Object.values(sim.state().optOutCalls).reduce((n, v) => n + v, 0);
 let worst = 0;
 try {
+  // The first install: init binds the ledger to this D1 (here the simulator), check --live proves the setup with one token.
+  process.stdout.write('\n=== Install: create the ledger, then check everything (one token from D1, nothing else sent)');
+  worst = Math.max(worst, await runCli(['init']), await runCli(['check', '--live']));
   for (const f of readdirSync(inbox)) copyFileSync(join(inbox, f), join(demo, 'inbox', f));
   worst = Math.max(worst, await runNightly('First night: the fixture inbox', 'terminal'));
   const first = optOutCalls();

@@ -46,6 +46,7 @@ export const DEFAULT_CONFIG: Config = {
     doneMarker: '',
   },
   log: { level: 'info', file: './var/log/d1-optout.log', progressEverySec: 30 },
+  check: { minFreeMiB: 1024 },
 };
 
 /** Keys whose value may come from the environment, so secrets' paths need not sit in the file. */
@@ -278,6 +279,7 @@ function validate(c: Config, fromEnv: ReadonlySet<string>): void {
   if (!['error', 'warn', 'info', 'debug'].includes(c.log.level)) {
     throw new UsageError('config key log.level: expected error, warn, info or debug');
   }
+  if (!(c.check.minFreeMiB >= 0)) throw new UsageError('config key check.minFreeMiB: expected 0 or more MiB (0 turns the free-space check off)');
   for (const key of ['ledger', 'reportsDir', 'inbox', 'archive', 'quarantine'] as const) {
     if (!c[key]) throw new UsageError(`config key ${key}: expected a path`);
   }

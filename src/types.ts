@@ -133,6 +133,8 @@ export interface Config {
     doneMarker: string;
   };
   log: { level: 'error' | 'warn' | 'info' | 'debug'; file: string; progressEverySec: number };
+  /** `d1-optout check` and `run --dry-run`: a filesystem the job writes to with less free space than this fails. */
+  check: { minFreeMiB: number };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -352,4 +354,30 @@ export type ProgressEvent =
 
 export interface ProgressListener {
   on(event: ProgressEvent): void;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ledger's identity and the preflight (docs/design.md §12)
+
+/** What a ledger's history was made against: recorded by `init`, checked by every run, rerun and poll. */
+export interface LedgerIdentity {
+  issuerId: string;
+  baseUrl: string;
+}
+
+/** One change of a ledger's identity: made by init, bound on first open (older ledgers), moved by init --rebind. */
+export interface LedgerHistoryEntry {
+  at: string;
+  event: 'init' | 'bind' | 'rebind';
+  issuerId: string;
+  baseUrl: string;
+  previousIssuerId: string | null;
+  previousBaseUrl: string | null;
+}
+
+/** One line of `d1-optout check`: what was checked, and what is fine or what to do. */
+export interface CheckLine {
+  ok: boolean;
+  what: string;
+  detail: string;
 }

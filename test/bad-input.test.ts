@@ -117,7 +117,7 @@ describe('the bad-input corpus (fixtures/bad)', () => {
       expect(run.stderr.trimEnd().split('\n')).toHaveLength(1);
       expect(run.stderr).toContain(want.fileError);
       expect(world.sim.state().requests + world.sim.state().tokenRequests).toBe(0);
-      expect(existsSync(world.config.ledger)).toBe(false);
+      expect(world.ledgerUntouched()).toBe(true);
     });
   });
 });

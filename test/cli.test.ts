@@ -100,7 +100,7 @@ describe('d1-optout command line', () => {
     expect(run.code).toBe(2);
     expect(run.stderr.trim().split('\n')).toHaveLength(1);
     expect(run.stderr).toContain('rate.requestPerSecond is unknown');
-    expect(existsSync(world.config.ledger)).toBe(false);
+    expect(world.ledgerUntouched()).toBe(true);
     expect(world.sim.state().requests).toBe(0);
   });
 
@@ -113,7 +113,7 @@ describe('d1-optout command line', () => {
       expect(run.code).toBe(2);
       expect(run.stderr).toContain(bad);
     }
-    expect(existsSync(world.config.ledger)).toBe(false);
+    expect(world.ledgerUntouched()).toBe(true);
     expect(world.sim.state().requests).toBe(0);
   });
 
@@ -181,7 +181,7 @@ describe('d1-optout command line', () => {
     expect(dry1.code).toBe(0);
     expect(dry1.stdout).toMatch(/DRY RUN/);
     expect(dry1.stdout).toMatch(/NOT_ATTEMPTED\s+2/);
-    expect(existsSync(world.config.ledger)).toBe(false);
+    expect(world.ledgerUntouched()).toBe(true);
     expect(world.sim.state().requests + world.sim.state().tokenRequests).toBe(0);
 
     await runCli(['run', '--config', world.configFile, a]);

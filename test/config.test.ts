@@ -47,7 +47,7 @@ function expectRefused(run: { code: number | null; stderr: string; stdout: strin
   expect(lines, run.stderr).toHaveLength(1);
   expect(lines[0]!.startsWith('d1-optout: ')).toBe(true);
   expect(world.sim.state().requests + world.sim.state().tokenRequests).toBe(0);
-  expect(existsSync(world.config.ledger)).toBe(false);
+  expect(world.ledgerUntouched()).toBe(true);
   return lines[0]!;
 }
 
@@ -61,7 +61,7 @@ describe('config validation (exit 2, one line naming the key and what is expecte
     [
       'an unknown top-level key',
       () => variant((c) => (c['colour'] = 'blue')),
-      /config key colour is unknown; expected one of d1, rate, pending, abort, lock, ledger, reportsDir, inbox, archive, quarantine, input, log$/,
+      /config key colour is unknown; expected one of d1, rate, pending, abort, lock, ledger, reportsDir, inbox, archive, quarantine, input, log, check$/,
     ],
     [
       'an unknown TLS key',

@@ -113,8 +113,8 @@ describe('access token', () => {
   });
 
   it('the token endpoint refusing the assertion (wrong iss) aborts with exit 4', async () => {
-    world = await makeWorld();
-    world.config.d1.issuerId = 'OTHERISSUE';
+    // The ledger is made for this config (a ledger bound to another issuer is refused before any call).
+    world = await makeWorld({ config: { d1: { issuerId: 'OTHERISSUE' } } });
     const { summary, exitCode } = await world.run([world.file('a.csv', csv(HEADER, ['CARD-1,CLOSED']))]);
     expect(exitCode).toBe(4);
     expect(summary.abortReason).toMatch(/D1 refused the client assertion \(HTTP 400 INVALID_ASSERTION: unknown issuer\)/);
@@ -241,14 +241,14 @@ describe('answers D1 can give', () => {
   });
 
   it('a refused connection (ECONNREFUSED) is retryable', async () => {
-    world = await makeWorld({ config: { rate: { maxAttempts: 2 } } });
     const closed = await new Promise<number>((resolve) => {
       const srv = createServer().listen(0, '127.0.0.1', () => {
         const { port } = srv.address() as AddressInfo;
         srv.close(() => resolve(port));
       });
     });
-    world.config.d1.baseUrl = `http://127.0.0.1:${closed}/banking/v1`; // the token endpoint stays up
+    // The token endpoint stays up; the ledger is made for this base URL.
+    world = await makeWorld({ config: { rate: { maxAttempts: 2 }, d1: { baseUrl: `http://127.0.0.1:${closed}/banking/v1` } } });
     const { summary } = await world.run([world.file('a.csv', csv(HEADER, ['CARD-1,CLOSED']))]);
     expect(results(summary)[0]).toMatchObject({ outcome: 'FAILED_RETRYABLE', attempts: '2' });
     expect(results(summary)[0]!.error_message).toMatch(/ECONNREFUSED/);

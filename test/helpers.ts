@@ -1,15 +1,15 @@
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { afterEach } from 'vitest';
 import { runBatch, rerunBatch, type DryRunResult, type RunOptions, type RerunOptions } from '../src/batch/run.js';
 import type { BatchResult } from '../src/batch/finish.js';
 import { StopSignal } from '../src/batch/stop.js';
 import { parseConfig } from '../src/config.js';
-import { Ledger } from '../src/ledger/index.js';
+import { identityOf, Ledger } from '../src/ledger/index.js';
 import { closeLogger, createLogger } from '../src/log.js';
 import { startSimulator, type Scenario, type SimServer } from '../src/sim/index.js';
 import type { BatchSummary, Config, ResultLine } from '../src/types.js';
@@ -31,7 +31,21 @@ export interface World {
   dryRun(files: string[], opts?: Partial<RunOptions>): Promise<DryRunResult>;
   rerun(opts: Partial<RerunOptions>): Promise<BatchResult>;
   ledger(): Ledger;
+  /** `d1-optout init` for `config.ledger` (makeWorld does it; a test that points the config at another ledger calls it again). */
+  init(): void;
+  /** True while the ledger is byte for byte (and mtime) what `init` made: nothing was done to it. */
+  ledgerUntouched(): boolean;
   close(): Promise<void>;
+}
+
+/**
+ * What an operator's install does before the first night, in one place for every test: the
+ * ledger through the init path (bound to this config's issuer and simulator) and the job's folders.
+ */
+export function install(config: Config): { bytes: Buffer; mtimeMs: number } {
+  Ledger.create(config.ledger, identityOf(config)).close();
+  for (const dir of [config.inbox, config.archive, config.quarantine, config.reportsDir, dirname(config.log.file)]) mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return { bytes: readFileSync(config.ledger), mtimeMs: statSync(config.ledger).mtimeMs };
 }
 
 /** Worlds not closed yet; closeWorldsAfterEach closes them, so no test file repeats the teardown. */
@@ -82,6 +96,7 @@ export async function makeWorld(opts: { scenario?: Partial<Scenario>; config?: R
       await closeLogger(log);
     }
   };
+  let installed = install(config);
   const runOpts = (o: Partial<RunOptions>): RunOptions => ({ files: [], inbox: null, dryRun: false, force: false, carryOver: true, ...o });
   const world: World = {
     dir,
@@ -99,6 +114,10 @@ export async function makeWorld(opts: { scenario?: Partial<Scenario>; config?: R
     rerun: (o) =>
       withLogger(async (log) => (await rerunBatch(config, { batch: null, last: true, includePermanent: false, dryRun: false, ...o }, log, new StopSignal())) as BatchResult),
     ledger: () => Ledger.open(config.ledger, { readonly: true }),
+    init() {
+      installed = install(config);
+    },
+    ledgerUntouched: () => readFileSync(config.ledger).equals(installed.bytes) && statSync(config.ledger).mtimeMs === installed.mtimeMs,
     async close() {
       openWorlds.delete(world);
       await sim.close();

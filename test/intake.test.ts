@@ -24,7 +24,7 @@ const config = () => parseConfig({ d1: { issuerId: 'TESTISSUER', keyId: 'k', pri
 
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), 'd1-optout-intake-'));
-  ledger = Ledger.open(join(dir, 'ledger.sqlite'));
+  ledger = Ledger.create(join(dir, 'ledger.sqlite'), { issuerId: 'TESTISSUER', baseUrl: 'http://127.0.0.1:9/d1' });
 });
 afterEach(() => {
   ledger.close();

@@ -109,7 +109,7 @@ describe('--metrics-file', () => {
     const run = await runCli(['run', '--config', world.configFile, '--metrics-file', missing, a]);
     expect(run.code).toBe(2);
     expect(run.stderr).toContain('no-such-dir');
-    expect(existsSync(world.config.ledger)).toBe(false);
+    expect(world.ledgerUntouched()).toBe(true);
     expect(world.sim.state().requests).toBe(0);
     // A folder given where the file belongs, and an empty path, are refused the same way.
     for (const bad of [world.dir, '']) {
@@ -117,7 +117,7 @@ describe('--metrics-file', () => {
       expect(r.code).toBe(2);
       expect(r.stderr).toMatch(/--metrics-file/);
     }
-    expect(existsSync(world.config.ledger)).toBe(false);
+    expect(world.ledgerUntouched()).toBe(true);
 
     const path = join(world.dir, 'dry.prom');
     const dry = await runCli(['run', '--dry-run', '--config', world.configFile, '--metrics-file', path, a]);

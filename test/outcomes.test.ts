@@ -81,6 +81,7 @@ describe('outcome classes', () => {
     const other = await world.run([a], { force: true });
     expect(other.summary.outcomes).toEqual({ SKIPPED_ALREADY_OPTED_OUT: 1 });
     world.config.ledger = `${world.config.ledger}.second`;
+    world.init();
     const fresh = await world.run([a]);
     expect(results(fresh.summary)[0]).toMatchObject({ outcome: 'OPTED_OUT', http_status: '409', error_code: 'ALREADY_OPTED_OUT' });
   });
@@ -90,6 +91,7 @@ describe('outcome classes', () => {
     const a = world.file('a.csv', csv(HEADER, ['CARD-1,CLOSED']));
     await world.run([a]);
     world.config.ledger = `${world.config.ledger}.second`;
+    world.init();
     const fresh = await world.run([a]);
     expect(results(fresh.summary)[0]).toMatchObject({ outcome: 'FAILED_PERMANENT', http_status: '409' });
   });

@@ -10,7 +10,7 @@ import { inspectCardFile, readCsvRecords, type Delimiter } from '../src/cards/in
 import { CardFileError } from '../src/errors.js';
 import { closeLogger, createLogger } from '../src/log.js';
 import type { Config } from '../src/types.js';
-import { assertReconciles, makeWorld, readCsv, type World } from './helpers.js';
+import { assertReconciles, install, makeWorld, readCsv, type World } from './helpers.js';
 
 // Random mutations of a valid card file, through the whole job against the simulator: the job
 // never crashes (it finishes, or refuses the file with exit 2), never loses a line (every data
@@ -235,6 +235,7 @@ describe('random mutations of a valid card file', () => {
           reportsDir: join(dir, 'reports'),
           log: { ...world.config.log, level: 'debug', file: join(dir, 'job.log') },
         };
+        const installed = install(config);
         const log = createLogger({ level: 'debug', file: config.log.file, console: false });
         let result: BatchResult | null = null;
         let refusal: CardFileError | null = null;
@@ -256,7 +257,7 @@ describe('random mutations of a valid card file', () => {
           outcomes.refused++;
           expect(refusal.exitCode).toBe(2);
           expect(refusal.message.startsWith(`${file}: `)).toBe(true);
-          expect(existsSync(config.ledger)).toBe(false);
+          expect(readFileSync(config.ledger).equals(installed.bytes)).toBe(true);
           texts.push(refusal.message);
         } else {
           outcomes.completed++;

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createPrivateKey } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Ledger } from '../src/ledger/index.js';
@@ -118,6 +118,9 @@ beforeAll(async () => {
   configFile = join(world.dir, 'secrets.config.json');
   writeFileSync(configFile, JSON.stringify(cfg, null, 2));
   const c = ['--config', configFile];
+  // The install: the ledger's parent folder, then `init` (which makes only the ledger's own folder).
+  mkdirSync(join(var_, 'ledger'), { recursive: true, mode: 0o700 });
+  outputs.push(await cli(['init', ...c]));
 
   const inputs = join(world.dir, 'in');
   mkdirSync(inputs);
@@ -235,7 +238,8 @@ describe('files on disk (under umask 000)', () => {
     const file = join(world.dir, 'loose.config.json');
     writeFileSync(file, JSON.stringify(cfg));
     writeFileSync(join(loose, 'job.log'), '', { mode: 0o644 });
-    writeFileSync(join(loose, 'ledger.sqlite'), '', { mode: 0o644 });
+    expect((await cli(['init', '--config', file])).code).toBe(0);
+    chmodSync(join(loose, 'ledger.sqlite'), 0o644);
     const run = await cli(['run', '--config', file, world.file('in/loose.csv', csv('card_id,reason', ['CARD-LOOSE-1,CLOSED']))]);
     expect(run.code, run.stderr).toBe(0);
     for (const f of ['job.log', 'ledger.sqlite']) expect((statSync(join(loose, f)).mode & 0o777).toString(8), f).toBe('600');

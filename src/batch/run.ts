@@ -2,8 +2,9 @@ import { statSync, type Stats } from 'node:fs';
 import { inspectCardFile, maskCardNumbers } from '../cards/index.js';
 import { CardFileError, UsageError } from '../errors.js';
 import { archiveFile, inboxNames, kindOf, quarantineFiles, surveyInbox, type InboxEntry, type InboxSurvey } from '../inbox/index.js';
-import { Ledger } from '../ledger/index.js';
+import { identityOf, Ledger } from '../ledger/index.js';
 import type { Logger } from '../log.js';
+import { refuseUnlessReady } from '../preflight.js';
 import { buildSummary } from '../report/summary.js';
 import type { BatchSummary, Config, InboxOutcome, ProgressListener } from '../types.js';
 import { newBatchId } from './batch-id.js';
@@ -82,6 +83,8 @@ function uniqueBatchId(ledger: Ledger): string {
 async function dryRun(config: Config, plan: (copy: Ledger, batchId: string) => Promise<void> | void): Promise<DryRunResult> {
   const copy = Ledger.copyOf(config.ledger);
   try {
+    // Refused like the real run when bound elsewhere; binding the copy writes nothing to disk.
+    copy.bindTo(identityOf(config));
     const batchId = uniqueBatchId(copy);
     await plan(copy, batchId);
     copy.items.coverCardsInBatch(batchId);
@@ -166,6 +169,8 @@ export async function runBatch(
   else inboxNames(opts.inbox.dir); // an inbox that cannot be read is exit 2 before the ledger is touched
 
   if (opts.dryRun) {
+    // The preflight of `d1-optout check`, so a dry run that passes means the night can run.
+    refuseUnlessReady(config);
     const input = await runInput(opts, config, log);
     return dryRun(config, (copy, batchId) => ingestAndPlan(copy, batchId, input, config, log, { force: opts.force, carry, moveFiles: false, progress }));
   }

@@ -1,5 +1,5 @@
 import { D1Client } from '../d1/client.js';
-import { Ledger } from '../ledger/index.js';
+import { identityOf, Ledger } from '../ledger/index.js';
 import type { Logger } from '../log.js';
 import { RateLimiter } from '../throttle/limiter.js';
 import type { Config, ProgressListener } from '../types.js';
@@ -15,8 +15,8 @@ export interface Session {
 }
 
 /**
- * Opens the ledger for writing and takes its lock (exit 3 if held), then closes batches a dead
- * process left behind. The private key is loaded first: a bad key stops the job before it touches
+ * Opens the existing ledger for writing, checks it is sound and bound to this config's issuer and
+ * D1, and takes its lock (exit 3 if held), then closes batches a dead process left behind. The private key is loaded first: a bad key stops the job before it touches
  * the ledger.
  */
 export async function openSession(config: Config, command: string, log: Logger, stop: StopSignal, progress: ProgressListener = NO_PROGRESS): Promise<Session> {
@@ -25,7 +25,10 @@ export async function openSession(config: Config, command: string, log: Logger, 
   stop.onStop(() => limiter.interrupt());
   let ledger: Ledger | null = null;
   try {
+    // Never created here (docs/design.md §12): a missing, damaged or foreign ledger is exit 2 before anything is sent.
     ledger = Ledger.open(config.ledger);
+    const bound = ledger.bindTo(identityOf(config));
+    if (bound) log.warn(bound);
     ledger.committer.onFailure = (err) => stop.stop(`the ledger cannot be written: ${(err as Error).message}`);
     const lock = ledger.lock(config.lock.staleAfterSec, () => stop.stop('another process took over the ledger lock; stopping so that two runs never send at once'));
     const warning = lock.acquire(command);

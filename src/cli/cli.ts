@@ -1,6 +1,8 @@
 import yargs from 'yargs';
 import { EXIT } from '../errors.js';
 import { redactText } from '../log.js';
+import { checkModule } from './check.js';
+import { initModule } from './init.js';
 import { pollModule } from './poll.js';
 import { reportModule } from './report.js';
 import { rerunModule } from './rerun.js';
@@ -14,6 +16,8 @@ export async function cli(argv: string[]): Promise<void> {
   await yargs(argv)
     .scriptName('d1-optout')
     .usage('$0 <command> [options]\n\nOpts closed and fraud-flagged cards out of Click to Pay through the Thales D1 API.')
+    .command(initModule)
+    .command(checkModule)
     .command(runModule)
     .command(rerunModule)
     .command(pollModule)
@@ -21,7 +25,7 @@ export async function cli(argv: string[]): Promise<void> {
     .command(showModule)
     .command(reportModule)
     .command(simModule)
-    .demandCommand(1, 'name a command: run, rerun, poll, status, show, report or sim')
+    .demandCommand(1, 'name a command: init, check, run, rerun, poll, status, show, report or sim')
     .strict()
     .epilogue('Exit codes: 0 completed, 1 completed with failures, 2 usage/config/input error, 3 ledger locked, 4 aborted (resume with run or rerun).')
     .fail((msg, err) => {

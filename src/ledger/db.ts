@@ -1,5 +1,6 @@
 import Database from 'better-sqlite3';
-import { chmodSync, closeSync, existsSync, openSync, readSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readSync, rmSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { UsageError } from '../errors.js';
 import { ensurePrivateFile } from '../private-file.js';
 import { MIGRATIONS } from './migrations.js';
@@ -9,12 +10,21 @@ export type Db = Database.Database;
 export interface OpenOptions {
   /** Read-only commands (status, show, report, dry runs) must not create or change the ledger. */
   readonly?: boolean;
+  /** `d1-optout init` only: make a new ledger, refused when one exists. Nothing else ever creates one. */
+  create?: boolean;
 }
 
-/** Opens (creating when allowed) the ledger file, private to its user, migrated to the latest version. */
+/** What every command that finds no ledger says: run, rerun and poll never make one (docs/design.md §12). */
+function noLedger(path: string): string {
+  return `no ledger at ${path}; create it with \`d1-optout init\``;
+}
+
+const RESTORE = 'nothing was sent; restore the latest backup of the ledger';
+
+/** Opens the ledger file, private to its user, checked and migrated to the latest version; `create` makes it. */
 export function openDb(path: string, opts: OpenOptions = {}): Db {
   if (opts.readonly) {
-    if (!existsSync(path)) throw new Error(`ledger ${path} does not exist yet: no batch has run against it`);
+    requireLedgerFile(path);
     refuseOtherFile(path);
     const db = new Database(path, { readonly: true, fileMustExist: true });
     db.pragma('busy_timeout = 5000');
@@ -25,22 +35,101 @@ export function openDb(path: string, opts: OpenOptions = {}): Db {
     }
     return db;
   }
+  if (opts.create) createLedgerFile(path);
+  else requireLedgerFile(path);
   refuseOtherFile(path);
   ensurePrivateFile(path, 'config key ledger');
-  const db = new Database(path);
-  // WAL lets status/show read while a run writes; FULL makes every commit durable, because a lost
-  // success is a card opted out twice and a lost attempt is an audit question nobody can answer.
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = FULL');
-  db.pragma('foreign_keys = ON');
-  db.pragma('busy_timeout = 5000');
-  limitCache(db);
-  // SQLite gives a new -wal/-shm the database file's mode; one left by a crash keeps its own.
-  for (const suffix of ['-wal', '-shm']) {
-    if (existsSync(path + suffix)) chmodSync(path + suffix, 0o600);
+  let db: Db | null = null;
+  try {
+    db = new Database(path);
+    // WAL lets status/show read while a run writes; FULL makes every commit durable, because a lost
+    // success is a card opted out twice and a lost attempt is an audit question nobody can answer.
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    db.pragma('foreign_keys = ON');
+    db.pragma('busy_timeout = 5000');
+    limitCache(db);
+    // SQLite gives a new -wal/-shm the database file's mode; one left by a crash keeps its own.
+    for (const suffix of ['-wal', '-shm']) {
+      if (existsSync(path + suffix)) chmodSync(path + suffix, 0o600);
+    }
+    // A damaged ledger would dedupe against half a history: found before anything relies on it.
+    const problem = quickCheck(db);
+    if (problem) throw new UsageError(`ledger ${path} is damaged (quick_check: ${problem}); ${RESTORE}`);
+    migrate(db);
+    return db;
+  } catch (err) {
+    db?.close();
+    if (opts.create) removeNewLedger(path);
+    throw unreadable(err, path);
   }
-  migrate(db);
-  return db;
+}
+
+/** An `init` that failed half-way leaves no file behind that a later run would take for a ledger. */
+export function removeNewLedger(path: string): void {
+  for (const f of [path, `${path}-wal`, `${path}-shm`]) rmSync(f, { force: true });
+}
+
+/** PRAGMA quick_check's first complaint, on one line; null when the ledger is sound. */
+export function quickCheck(db: Db): string | null {
+  const rows = db.pragma('quick_check') as { quick_check: string }[];
+  const first = rows[0]?.quick_check ?? 'no answer';
+  if (first === 'ok') return null;
+  const line = first.replace(/\s+/g, ' ').trim();
+  return (line.length > 160 ? `${line.slice(0, 159)}…` : line) + (rows.length > 1 ? ` (and ${rows.length - 1} more)` : '');
+}
+
+/** SQLite's own failures on a ledger file, as the one line an operator acts on; other errors pass through. */
+export function unreadable(err: unknown, path: string): unknown {
+  const code = (err as { code?: unknown }).code;
+  if (err instanceof UsageError || typeof code !== 'string' || !code.startsWith('SQLITE_')) return err;
+  if (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB') {
+    return new UsageError(`ledger ${path} is damaged (${code}: ${(err as Error).message}); ${RESTORE}`, { cause: err });
+  }
+  if (code.startsWith('SQLITE_CANTOPEN') || code.startsWith('SQLITE_IOERR') || code === 'SQLITE_PERM' || code.startsWith('SQLITE_READONLY')) {
+    return new UsageError(`ledger ${path} cannot be read or written (${code}); check its owner and mode; if the file is lost, ${RESTORE}`, { cause: err });
+  }
+  return err;
+}
+
+/** run, rerun, poll and the read-only commands: a ledger must be there already. */
+function requireLedgerFile(path: string): void {
+  let size: number;
+  try {
+    size = statSync(path).size;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new UsageError(noLedger(path));
+    throw new UsageError(`ledger ${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'}); check its owner and mode`);
+  }
+  // An empty file is no ledger; it may be one that something truncated.
+  if (size === 0) {
+    throw new UsageError(`ledger ${path} is an empty file: if it held history, ${RESTORE}; otherwise remove it and create the ledger with \`d1-optout init\``);
+  }
+}
+
+/**
+ * `init`: the ledger file, created exclusively (a file or symlink already there is refused, not
+ * reused), with its own folder (0700) when that is missing, and nothing above it: a mistyped path
+ * fails here instead of growing a tree.
+ */
+function createLedgerFile(path: string): void {
+  const dir = dirname(path);
+  try {
+    mkdirSync(dir, { mode: 0o700 });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new UsageError(`config key ledger: ${path}: the folder above ${dir} does not exist; check the path, or create it first`);
+    if (code !== 'EEXIST') throw new UsageError(`config key ledger: the folder ${dir} cannot be created (${code ?? 'error'})`);
+  }
+  try {
+    closeSync(openSync(path, 'wx', 0o600));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') {
+      throw new UsageError(`a ledger already exists at ${path}; init never touches an existing ledger (to move it to this config deliberately: d1-optout init --rebind)`);
+    }
+    throw new UsageError(`config key ledger: ${path} cannot be created (${code ?? 'error'}); check that this user may write there`);
+  }
 }
 
 /**
@@ -84,26 +173,41 @@ function refuseOtherFile(path: string): void {
 }
 
 /**
- * An in-memory copy of the ledger (or an empty one) for `--dry-run`: the real pipeline plans
+ * The ledger as it is, for `check`: read-only, at whatever schema version it has, nothing migrated
+ * or written. Missing, empty or not SQLite at all is refused like everywhere else.
+ */
+export function openForInspection(path: string): Db {
+  requireLedgerFile(path);
+  refuseOtherFile(path);
+  try {
+    const db = new Database(path, { readonly: true, fileMustExist: true });
+    db.pragma('busy_timeout = 5000');
+    return db;
+  } catch (err) {
+    throw unreadable(err, path);
+  }
+}
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/**
+ * An in-memory copy of the ledger for `--dry-run`: the real pipeline plans
  * against it, and the file on disk is never written.
  */
 export function openCopy(path: string): Db {
+  requireLedgerFile(path);
+  refuseOtherFile(path);
   let db: Db;
-  if (existsSync(path)) {
-    refuseOtherFile(path);
-    const src = new Database(path, { readonly: true, fileMustExist: true });
-    try {
-      const image = src.serialize();
-      // The image still says "WAL" in its header (bytes 18-19), which an in-memory database
-      // cannot be; mark it as a rollback-journal database.
-      image[18] = 1;
-      image[19] = 1;
-      db = new Database(image);
-    } finally {
-      src.close();
-    }
-  } else {
-    db = new Database(':memory:');
+  const src = new Database(path, { readonly: true, fileMustExist: true });
+  try {
+    const image = src.serialize();
+    // The image still says "WAL" in its header (bytes 18-19), which an in-memory database
+    // cannot be; mark it as a rollback-journal database.
+    image[18] = 1;
+    image[19] = 1;
+    db = new Database(image);
+  } finally {
+    src.close();
   }
   // A dry run stages the files it plans in temp tables like a run does.
   limitCache(db);

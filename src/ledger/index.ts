@@ -1,8 +1,10 @@
 import { Attempts } from './attempts.js';
 import { Batches } from './batches.js';
 import { GroupCommitter } from './committer.js';
-import { openCopy, openDb, type Db, type OpenOptions } from './db.js';
+import { openCopy, openDb, removeNewLedger, type Db, type OpenOptions } from './db.js';
 import { Files } from './files.js';
+import type { LedgerIdentity } from '../types.js';
+import { bindOrVerify, rebind, recordInit } from './identity.js';
 import { Intake } from './intake.js';
 import { Items } from './items.js';
 import { LedgerLock } from './lock.js';
@@ -11,6 +13,7 @@ import { Targets } from './targets.js';
 export type { BatchInfo } from './batches.js';
 export type { ItemHistory, RejectLine } from './items.js';
 export { COMMIT_MAX_OPS } from './committer.js';
+export { identityOf, readHistory, readIdentity } from './identity.js';
 
 /** The SQLite ledger: the single source of truth, one module per concern. */
 export class Ledger {
@@ -35,8 +38,42 @@ export class Ledger {
     this.committer = new GroupCommitter(db);
   }
 
-  static open(path: string, opts: OpenOptions = {}): Ledger {
+  /** An existing ledger; run, rerun and poll then call `bindTo` before relying on it. */
+  static open(path: string, opts: Omit<OpenOptions, 'create'> = {}): Ledger {
     return new Ledger(openDb(path, opts), path);
+  }
+
+  /** `d1-optout init`: a new ledger that records whose history it will hold; refused when one exists. */
+  static create(path: string, identity: LedgerIdentity): Ledger {
+    const ledger = new Ledger(openDb(path, { create: true }), path);
+    try {
+      recordInit(ledger.db, identity);
+    } catch (err) {
+      ledger.close();
+      removeNewLedger(path);
+      throw err;
+    }
+    return ledger;
+  }
+
+  /**
+   * Refuses (exit 2) a ledger whose recorded issuer or base URL is not `identity`; binds a ledger
+   * older than identities to it, returning the warning to log.
+   */
+  bindTo(identity: LedgerIdentity): string | null {
+    return bindOrVerify(this.db, this.path, identity);
+  }
+
+  /** `init --rebind`: the deliberate move to another issuer or base URL, kept in the ledger's history. */
+  rebindTo(identity: LedgerIdentity, staleAfterSec: number): { previous: LedgerIdentity | null; changed: boolean } {
+    // Under the run lock (exit 3 if held): a batch in flight keeps the D1 it started with.
+    const lock = this.lock(staleAfterSec);
+    lock.acquire('init --rebind');
+    try {
+      return rebind(this.db, identity);
+    } finally {
+      lock.release();
+    }
   }
 
   /** A throw-away in-memory copy, for dry runs. */

@@ -123,4 +123,28 @@ export const MIGRATIONS: readonly string[] = [
     heartbeat_at TEXT NOT NULL
   );
   `,
+  // 2: the ledger's identity (docs/design.md §12): the issuer and D1 base URL its history was made
+  // against, so that a ledger filled against the simulator is never taken for production history.
+  // A ledger older than this has no row yet and is bound to the config it is next opened with.
+  `
+  CREATE TABLE identity (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    issuer_id TEXT NOT NULL,
+    base_url  TEXT NOT NULL,
+    bound_at  TEXT NOT NULL
+  );
+
+  -- Every change of identity: created by init, bound on first open (older ledgers), moved by init --rebind.
+  CREATE TABLE ledger_history (
+    id                 INTEGER PRIMARY KEY,
+    at                 TEXT NOT NULL,
+    event              TEXT NOT NULL CHECK (event IN ('init', 'bind', 'rebind')),
+    issuer_id          TEXT NOT NULL,
+    base_url           TEXT NOT NULL,
+    previous_issuer_id TEXT,
+    previous_base_url  TEXT,
+    pid                INTEGER NOT NULL,
+    host               TEXT NOT NULL
+  );
+  `,
 ];

@@ -16,6 +16,7 @@ import { parseConfig } from '../../src/config.js';
 import { TokenProvider } from '../../src/d1/token.js';
 import { Transport } from '../../src/d1/http.js';
 import { loadPrivateKey } from '../../src/d1/keys.js';
+import { identityOf, Ledger } from '../../src/ledger/index.js';
 import { closeLogger, createLogger } from '../../src/log.js';
 import type { SimState } from '../../src/sim/index.js';
 import { writeCardFile } from './data.js';
@@ -130,6 +131,7 @@ async function runJob(name: string, sim: SimProcess, rows: number, rate: Record<
     },
     {},
   );
+  Ledger.create(config.ledger, identityOf(config)).close();
   const log = createLogger({ level: 'error', file: null, console: false });
   const stop = new StopSignal();
   const timer = stopAfterMs === null ? null : setTimeout(() => stop.stop('bench time is up'), stopAfterMs);

@@ -6,7 +6,7 @@ import { parse } from 'csv-parse';
 import { ingestFiles } from '../../src/batch/ingest.js';
 import { planBatch } from '../../src/batch/plan.js';
 import { parseConfig } from '../../src/config.js';
-import { Ledger } from '../../src/ledger/index.js';
+import { identityOf, Ledger } from '../../src/ledger/index.js';
 import { createLogger } from '../../src/log.js';
 
 const [mode, file, ledgerPath] = process.argv.slice(2) as [string, string, string];
@@ -14,7 +14,7 @@ const [mode, file, ledgerPath] = process.argv.slice(2) as [string, string, strin
 async function job(): Promise<number> {
   const config = parseConfig({ d1: { issuerId: 'BENCHISSUE', keyId: 'k', privateKeyFile: '/dev/null' }, ledger: ledgerPath }, {});
   const log = createLogger({ level: 'error', file: null, console: false });
-  const ledger = Ledger.open(ledgerPath);
+  const ledger = Ledger.create(ledgerPath, identityOf(config));
   ledger.batches.create('bench', 'run', null);
   const [input] = await ingestFiles(ledger, 'bench', [file], config, log, { force: false });
   planBatch(ledger, 'bench', { kind: 'all' });
