@@ -132,6 +132,8 @@ const scratch = makeScratch();
 const cleanUp = () => {
   if (!opts.keep) rmSync(scratch, { recursive: true, force: true });
 };
+// process.exit() (a failed baseline, the end of the run) skips `finally`; 'exit' handlers still run.
+process.on('exit', cleanUp);
 for (const signal of ['SIGINT', 'SIGTERM']) {
   process.on(signal, () => {
     cleanUp();
