@@ -11,7 +11,7 @@ import { StopSignal } from '../src/batch/stop.js';
 import { parseConfig } from '../src/config.js';
 import { identityOf, Ledger } from '../src/ledger/index.js';
 import { closeLogger, createLogger } from '../src/log.js';
-import { startSimulator, type Scenario, type SimServer } from '../src/sim/index.js';
+import { startSimulator, type Scenario, type SimServer, type StartSimOptions } from '../src/sim/index.js';
 import type { BatchSummary, Config, ResultLine } from '../src/types.js';
 
 export const ROOT = resolve(import.meta.dirname, '..');
@@ -58,7 +58,9 @@ export function closeWorldsAfterEach(): void {
   });
 }
 
-export async function makeWorld(opts: { scenario?: Partial<Scenario>; config?: Record<string, unknown> } = {}): Promise<World> {
+export async function makeWorld(
+  opts: { scenario?: Partial<Scenario>; config?: Record<string, unknown>; onRequest?: StartSimOptions['onRequest'] } = {},
+): Promise<World> {
   const dir = mkdtempSync(join(tmpdir(), 'd1-optout-test-'));
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const keyFile = join(dir, 'issuer.test-only.pem');
@@ -66,6 +68,7 @@ export async function makeWorld(opts: { scenario?: Partial<Scenario>; config?: R
   const sim = await startSimulator({
     port: 0,
     scenario: opts.scenario ?? {},
+    ...(opts.onRequest ? { onRequest: opts.onRequest } : {}),
     issuers: [{ issuerId: ISSUER, kid: KID, publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString() }],
   });
   const raw = deepMerge(

@@ -4,7 +4,7 @@ export type { SimIssuer } from './assertion.js';
 export { loadScenarioFile, defaultScenario, resolveScenario, validateScenario, DEFAULT_PATHS } from './scenario.js';
 export type { Scenario, SimOutage, SimTls } from './scenario.js';
 export { startSimulator, TOKEN_PATH } from './server.js';
-export type { SimServer, StartSimOptions } from './server.js';
+export type { SimArrival, SimServer, StartSimOptions } from './server.js';
 export type { SimCall, SimOperation, SimSecrets, SimState, SimTarget, SimTargetState } from './state.js';
 export { makeSimCerts } from './certs.js';
 export type { SimCertFiles } from './certs.js';

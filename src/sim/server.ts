@@ -14,12 +14,25 @@ import { rngStreams, type RngStreams } from './random.js';
 import { compileRoutes, type RouteMatch } from './routes.js';
 import { resolveScenario, type Scenario, type SimAnswer, type SimTls } from './scenario.js';
 import { GroundTruth, targetKey, type SimCall, type SimSecrets, type SimState } from './state.js';
+import type { Scope } from '../types.js';
 
 export interface StartSimOptions {
   scenario?: Partial<Scenario>;
   /** 0 (the default) picks a free port. */
   port?: number;
   issuers: SimIssuer[];
+  /**
+   * Called as each opt-out or Get Operation request arrives, before any fault or answer: lets a
+   * test look at the job's ledger at the moment D1 first sees a request.
+   */
+  onRequest?: (arrival: SimArrival) => void;
+}
+
+export interface SimArrival {
+  kind: RouteMatch['kind'];
+  scope: Scope;
+  targetId: string;
+  correlationId: string | null;
 }
 
 export interface SimServer {
@@ -69,6 +82,7 @@ class Simulator {
   constructor(
     private readonly scenario: Scenario,
     private readonly verifier: AssertionVerifier,
+    private readonly onRequest: StartSimOptions['onRequest'] = undefined,
   ) {
     this.rng = rngStreams(scenario.seed);
     this.truth = new GroundTruth(scenario, this.rng);
@@ -168,6 +182,9 @@ class Simulator {
     call: SimCall,
   ): Promise<void> {
     const { at, key } = call;
+    this.truth.requestOpened();
+    res.once('close', () => this.truth.requestClosed());
+    this.onRequest?.({ kind: route.kind, scope: route.scope, targetId: route.targetId, correlationId: call.correlationId });
     this.truth.apiWindow.add(at);
     if (route.kind === 'optOut' && key !== null) {
       this.truth.optOutWindow.add(at);
@@ -396,7 +413,7 @@ async function tlsOptions(tls: SimTls): Promise<https.ServerOptions> {
 
 export async function startSimulator(opts: StartSimOptions): Promise<SimServer> {
   const scenario = resolveScenario(opts.scenario);
-  const sim = new Simulator(scenario, new AssertionVerifier(opts.issuers, scenario.assertionAudience));
+  const sim = new Simulator(scenario, new AssertionVerifier(opts.issuers, scenario.assertionAudience), opts.onRequest);
   const listener: http.RequestListener = (req, res) => sim.dispatch(req, res);
   const server = scenario.tls
     ? https.createServer(await tlsOptions(scenario.tls), listener)

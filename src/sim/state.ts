@@ -41,6 +41,8 @@ export interface SimState {
   targets: Record<string, SimTarget>;
   maxOptOutsInAnyWindow: number;
   maxRequestsInAnyWindow: number;
+  /** The most API requests (opt-outs and polls) ever open at once: arrived, not yet answered. */
+  maxInFlight: number;
   calls: SimCall[];
 }
 
@@ -106,6 +108,8 @@ export class GroundTruth {
   readonly quota = new SlidingWindow();
   readonly optOutWindow = new SlidingWindow();
   readonly apiWindow = new SlidingWindow();
+  inFlight = 0;
+  maxInFlight = 0;
   private calls: SimCall[] = [];
   private operations = new Map<string, StoredOperation>();
   private pending = new Set<StoredOperation>();
@@ -126,6 +130,7 @@ export class GroundTruth {
     this.quota.clear();
     this.optOutWindow.clear();
     this.apiWindow.clear();
+    this.maxInFlight = this.inFlight;
     this.calls = [];
     this.operations.clear();
     this.pending.clear();
@@ -137,6 +142,16 @@ export class GroundTruth {
     this.calls.push(call);
     // Trim in chunks: shifting a 200k array on every request would cost more than the request.
     if (this.calls.length > MAX_CALLS + 10_000) this.calls.splice(0, this.calls.length - MAX_CALLS);
+  }
+
+  /** An API request arrived; requestClosed() follows once its answer is sent or its connection is gone. */
+  requestOpened(): void {
+    this.inFlight++;
+    if (this.inFlight > this.maxInFlight) this.maxInFlight = this.inFlight;
+  }
+
+  requestClosed(): void {
+    this.inFlight--;
   }
 
   recordAssertion(assertion: string): void {
@@ -246,6 +261,7 @@ export class GroundTruth {
       targets: Object.fromEntries(Object.entries(this.targets).map(([k, t]) => [k, { ...t }])),
       maxOptOutsInAnyWindow: this.optOutWindow.max,
       maxRequestsInAnyWindow: this.apiWindow.max,
+      maxInFlight: this.maxInFlight,
       calls: this.calls.slice(-MAX_CALLS),
     };
   }
