@@ -114,6 +114,8 @@ export interface Config {
   pending: { pollIntervalMs: number; maxWaitMs: number };
   abort: { maxConsecutiveFailures: number };
   lock: { staleAfterSec: number };
+  /** How many days of batch history (items, attempts, rejects, report folders) the nightly job keeps; 0 keeps everything. */
+  retention: { days: number };
   ledger: string;
   reportsDir: string;
   inbox: string;
