@@ -60,7 +60,7 @@ describe('config validation (exit 2, one line naming the key and what is expecte
     [
       'an unknown top-level key',
       () => variant((c) => (c['colour'] = 'blue')),
-      /config key colour is unknown; expected one of d1, rate, pending, abort, lock, ledger, reportsDir, inbox, archive, input, log$/,
+      /config key colour is unknown; expected one of d1, rate, pending, abort, lock, retention, ledger, reportsDir, inbox, archive, input, log$/,
     ],
     [
       'an unknown TLS key',
@@ -70,6 +70,8 @@ describe('config validation (exit 2, one line naming the key and what is expecte
     ['a number given as text', () => variant((c) => (c.rate['concurrency'] = '8')), /config key rate\.concurrency: expected a number, found "8"$/],
     ['a section given as a value', () => variant((c) => ((c as Json)['rate'] = 5)), /config key rate: expected an object$/],
     ['a list given as text', () => variant((c) => (c['input'] = { reasons: 'CLOSED' })), /config key input\.reasons: expected a list of strings$/],
+    ['retention.days of a part day', () => variant((c) => ((c as Json)['retention'] = { days: 1.5 })), /config key retention\.days: expected 0 \(keep everything\) or a whole number of days, found 1\.5$/],
+    ['a negative retention.days', () => variant((c) => ((c as Json)['retention'] = { days: -30 })), /config key retention\.days: expected 0 \(keep everything\) or a whole number of days, found -30$/],
     [
       'a long wrong value, cut short',
       () => variant((c) => (c.d1['timeoutMs'] = 'x'.repeat(500))),
@@ -181,6 +183,8 @@ describe('--help', () => {
     show: ['id', '--json', '--config'],
     report: ['--batch', '--out', '--config'],
     sim: ['--port', '--scenario', '--config'],
+    backup: ['--to', '--config'],
+    prune: ['--older-than', '--dry-run', '--json', '--config'],
   };
 
   it.each(Object.entries(CONTRACT))('%s documents every flag it has', async (cmd, flags) => {
