@@ -121,6 +121,12 @@ describe('prune', () => {
     expect(status.code).toBe(0);
     expect(status.stdout).toContain(aId);
     expect((await runCli(['status', '--batch', aId, '--config', world.configFile])).code).toBe(0);
+    // Its report cannot be written again from rows that are gone; a kept batch's can.
+    const report = await runCli(['report', '--batch', aId, '--config', world.configFile]);
+    expect(report.code).toBe(2);
+    expect(report.stderr).toMatch(new RegExp(`batch ${aId}: its rows and D1 requests were pruned on ${today}`));
+    expect(existsSync(join(world.config.reportsDir, aId))).toBe(false);
+    expect((await runCli(['report', '--batch', cId, '--config', world.configFile])).code).toBe(0);
 
     // A second prune finds nothing more to take.
     const again = await prune(world, '--older-than', '30');
