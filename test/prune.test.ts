@@ -218,14 +218,7 @@ describe('prune', () => {
     writeFileSync(inboxFile, csv(HEADER, ['CARD-N2,,CLOSED,']));
     const past = new Date(Date.now() - 3600_000);
     utimesSync(inboxFile, past, past); // settled long ago, whatever the inbox's settle time
-    const nightly = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, [join(ROOT, 'dist', 'jobs', 'nightly-optout.js'), '--config', world.configFile, '--quiet'], { cwd: ROOT });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-      child.on('close', (code) => resolve({ code, stdout, stderr }));
-    });
+    const nightly = await runJob(world);
     expect(nightly.stderr).toBe('');
     expect(nightly.code).toBe(0);
     expect(nightly.stdout).toMatch(/^Pruned 1 batch\(es\) .*more than 30 day\(s\) ago/m);
@@ -234,4 +227,36 @@ describe('prune', () => {
     expect(tonight).toMatchObject({ status: 'COMPLETED', pruned_by: null });
     expect(history(world, tonight!.id).items).toBe(1);
   });
+
+  it('the nightly job prunes nothing after a night that aborted', async () => {
+    const world = await makeWorld({
+      scenario: { fail5xxRate: 1 },
+      config: { retention: { days: 30 }, rate: { maxAttempts: 1 }, abort: { maxConsecutiveFailures: 2 } },
+    });
+    // A batch of rejected rows only: it makes no D1 call and completes.
+    const a = await world.run([world.file('a.csv', csv(HEADER, ['CARD-Q1,,NOT_A_REASON,']))]);
+    expect(a.summary.status).toBe('COMPLETED');
+    age(world, a.summary.batchId, 40);
+    mkdirSync(world.config.inbox, { recursive: true });
+    const inboxFile = join(world.config.inbox, 'night.csv');
+    writeFileSync(inboxFile, csv(HEADER, ['CARD-Q2,,CLOSED,', 'CARD-Q3,,CLOSED,', 'CARD-Q4,,CLOSED,']));
+    const past = new Date(Date.now() - 3600_000);
+    utimesSync(inboxFile, past, past);
+    const nightly = await runJob(world);
+    expect(nightly.code).toBe(4);
+    expect(nightly.stdout).not.toMatch(/Pruned/);
+    expect(history(world, a.summary.batchId).rejects).toBe(1);
+    expect(query(world, `SELECT count(*) AS n FROM prunes`)).toEqual([{ n: 0 }]);
+  });
 });
+
+function runJob(world: World): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [join(ROOT, 'dist', 'jobs', 'nightly-optout.js'), '--config', world.configFile, '--quiet'], { cwd: ROOT });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}

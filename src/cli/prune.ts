@@ -34,6 +34,7 @@ export const pruneModule: CommandModule<object, Args> = {
       const ledger = dryRun ? openReadonly(config.ledger) : Ledger.open(config.ledger);
       try {
         const r = pruneLedger(ledger, { olderThanDays: args['older-than'], reportsDir: config.reportsDir, dryRun, staleAfterSec: config.lock.staleAfterSec });
+        if (r.lockWarning) log.warn(r.lockWarning);
         if (!dryRun) {
           log.info('ledger pruned', { event: 'ledger.prune', cutoff: r.cutoff, batches: r.batches.length, items: r.items, attempts: r.attempts, rejects: r.rejects, reportFolders: r.reportFolders, bytesReclaimed: r.reportBytes + r.ledgerBytes });
         }

@@ -22,6 +22,8 @@ export interface PruneResult {
   ledgerBytes: number;
   /** Batches old enough but kept, because a target not yet settled still belongs to them. */
   keptUnsettled: string[];
+  /** Set when the lock of a holder that died was taken over to prune. */
+  lockWarning: string | null;
 }
 
 /** The prune that took away a target's (or a batch's) older history. */
@@ -220,10 +222,10 @@ export function pruneLedger(ledger: Ledger, opts: PruneOptions): PruneResult {
     const plan = ledger.prunes.plan(cutoff);
     const total = sumCounts(plan.prune.map((b) => ledger.prunes.counts(b)));
     const folders = reportFolders(opts.reportsDir, plan.prune);
-    return { ...base, batches: plan.prune, ...total, reportFolders: folders.length, reportBytes: sum(folders.map((f) => f.bytes)), ledgerBytes: 0, keptUnsettled: plan.keptUnsettled };
+    return { ...base, batches: plan.prune, ...total, reportFolders: folders.length, reportBytes: sum(folders.map((f) => f.bytes)), ledgerBytes: 0, keptUnsettled: plan.keptUnsettled, lockWarning: null };
   }
   const lock = ledger.lock(opts.staleAfterSec);
-  lock.acquire('prune');
+  const lockWarning = lock.acquire('prune');
   try {
     // Planned inside the write transaction: no batch can end or pick up a target in between.
     const { plan, total, prune } = ledger.tx(() => {
@@ -244,7 +246,7 @@ export function pruneLedger(ledger: Ledger, opts: PruneOptions): PruneResult {
       ledgerBytes = Math.max(0, before - ledgerSize(ledger.path));
       ledger.tx(() => ledger.prunes.finish(prune, folders.length, reportBytes + ledgerBytes));
     }
-    return { ...base, batches: plan.prune, ...total, reportFolders: folders.length, reportBytes, ledgerBytes, keptUnsettled: plan.keptUnsettled };
+    return { ...base, batches: plan.prune, ...total, reportFolders: folders.length, reportBytes, ledgerBytes, keptUnsettled: plan.keptUnsettled, lockWarning };
   } finally {
     lock.release();
   }
