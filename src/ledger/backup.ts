@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { closeSync, constants, fsyncSync, linkSync, lstatSync, openSync, statSync, unlinkSync } from 'node:fs';
+import { closeSync, constants, fstatSync, fsyncSync, linkSync, lstatSync, openSync, statSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
 import { UsageError } from '../errors.js';
@@ -39,21 +39,27 @@ export async function backupLedger(db: Db, to: string): Promise<BackupResult> {
   } catch (err) {
     throw new UsageError(`backup: cannot create a file in ${dir} (${code(err)}); the folder must exist and be writable by this user`);
   }
-  closeSync(fd);
   try {
     const takenAt = new Date().toISOString();
     await db.backup(tmp, { progress: () => ALL_PAGES });
     checkCopy(tmp);
-    fsyncFile(tmp);
+    // SQLite opened the temp file by name: it must still be the file created above.
+    const made = fstatSync(fd);
+    const now = lstatSync(tmp);
+    if (!now.isFile() || now.ino !== made.ino || now.dev !== made.dev) {
+      throw new UsageError(`backup: ${tmp} was replaced while the backup was written; check who else writes in ${dir}`);
+    }
+    fsyncSync(fd);
     try {
       linkSync(tmp, to);
     } catch (err) {
       if (code(err) === 'EEXIST') refuseExisting(to);
       throw new UsageError(`backup: cannot create ${to} (${code(err)})`);
     }
-    fsyncFile(dir);
+    fsyncDir(dir);
     return { path: to, bytes: statSync(to).size, takenAt };
   } finally {
+    closeSync(fd);
     for (const p of [tmp, `${tmp}-journal`, `${tmp}-wal`, `${tmp}-shm`]) {
       try {
         unlinkSync(p);
@@ -89,7 +95,8 @@ function checkCopy(path: string): void {
   }
 }
 
-function fsyncFile(path: string): void {
+/** Makes the new name itself durable. */
+function fsyncDir(path: string): void {
   const fd = openSync(path, 'r');
   try {
     fsyncSync(fd);
