@@ -278,6 +278,8 @@ export interface BatchOverview {
   rows: BatchSummary['rows'];
   outcomes: Partial<Record<Outcome, number>>;
   carriedOver: Partial<Record<Outcome, number>>;
+  /** When `prune` removed the batch's rows and D1 requests (its outcome counts went with them); null while kept whole. */
+  prunedAt: string | null;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -119,7 +119,12 @@ describe('prune', () => {
     // status lists the pruned batch like any other.
     const status = await runCli(['status', '--config', world.configFile]);
     expect(status.code).toBe(0);
-    expect(status.stdout).toContain(aId);
+    expect(status.stdout).toMatch(new RegExp(`^${aId} +run +- +\\S+ \\S+ +\\S+ s +COMPLETED\\* +3 +1 `, 'm'));
+    expect(status.stdout).toMatch(new RegExp(`^${cId} +run +- +\\S+ \\S+ +\\S+ s +COMPLETED +1 +0 `, 'm'));
+    expect(status.stdout).toMatch(/^\* history pruned \(d1-optout prune\)/m);
+    const statusJson = JSON.parse((await runCli(['status', '--json', '--config', world.configFile])).stdout) as { batches: { id: string; prunedAt: string | null }[] };
+    expect(statusJson.batches.find((x) => x.id === aId)!.prunedAt).toMatch(new RegExp(`^${today}`));
+    expect(statusJson.batches.find((x) => x.id === cId)!.prunedAt).toBeNull();
     expect((await runCli(['status', '--batch', aId, '--config', world.configFile])).code).toBe(0);
     // Its report cannot be written again from rows that are gone; a kept batch's can.
     const report = await runCli(['report', '--batch', aId, '--config', world.configFile]);
