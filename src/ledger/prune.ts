@@ -64,7 +64,7 @@ export class Prunes {
   private readonly targetMarkStmt;
   private readonly batchMarkStmt;
 
-  constructor(private readonly db: Db) {
+  constructor(db: Db) {
     this.oldStmt = db.prepare<[string], { id: string }>(
       `SELECT id FROM batches WHERE pruned_by IS NULL AND status <> 'RUNNING' AND ended_at IS NOT NULL AND ended_at < ?
         ORDER BY started_at, rowid`,
@@ -207,7 +207,6 @@ export interface PruneOptions {
   dryRun: boolean;
   /** For the lock: a holder silent this long is taken over. */
   staleAfterSec: number;
-  now?: Date;
 }
 
 /**
@@ -216,7 +215,7 @@ export interface PruneOptions {
  * runs beside a batch (LockHeldError, exit 3); a dry run takes no lock and writes nothing.
  */
 export function pruneLedger(ledger: Ledger, opts: PruneOptions): PruneResult {
-  const cutoff = pruneCutoff(opts.olderThanDays, opts.now);
+  const cutoff = pruneCutoff(opts.olderThanDays);
   const base = { dryRun: opts.dryRun, olderThanDays: opts.olderThanDays, cutoff };
   if (opts.dryRun) {
     const plan = ledger.prunes.plan(cutoff);
@@ -227,6 +226,7 @@ export function pruneLedger(ledger: Ledger, opts: PruneOptions): PruneResult {
   const lock = ledger.lock(opts.staleAfterSec);
   const lockWarning = lock.acquire('prune');
   try {
+    const before = ledgerSize(ledger.path);
     // Planned inside the write transaction: no batch can end or pick up a target in between.
     const { plan, total, prune } = ledger.tx(() => {
       const plan = ledger.prunes.plan(cutoff);
@@ -234,14 +234,14 @@ export function pruneLedger(ledger: Ledger, opts: PruneOptions): PruneResult {
       const prune = plan.prune.length > 0 ? ledger.prunes.remove(plan.prune, opts.olderThanDays, cutoff, total) : null;
       return { plan, total, prune };
     });
-    // The rows are gone before the folders: a prune cut short leaves folders that the next one
-    // finds through their pruned batches, never a folder whose ledger rows are gone.
+    // Rows first, folders after: a prune cut short in between leaves the folders of pruned batches,
+    // which the next prune removes (it looks at every pruned batch); the other order could leave
+    // a batch whose rows are all there and whose report is gone.
     const folders = reportFolders(opts.reportsDir, ledger.prunes.prunedBatches());
     removeFolders(folders);
     const reportBytes = sum(folders.map((f) => f.bytes));
     let ledgerBytes = 0;
     if (prune !== null) {
-      const before = ledgerSize(ledger.path);
       vacuum(ledger.db);
       ledgerBytes = Math.max(0, before - ledgerSize(ledger.path));
       ledger.tx(() => ledger.prunes.finish(prune, folders.length, reportBytes + ledgerBytes));
