@@ -1,17 +1,59 @@
 #!/usr/bin/env node
-// Cron entry: every card file in the configured inbox → run → archive. Extra flags pass through
-// (e.g. --config, --json); the exit code is the run's (DESIGN.md §5), for the scheduler.
+// Cron entry: every card file in the configured inbox → run → archive, then (with
+// retention.days set) prune. Extra flags pass through (e.g. --config, --json); the exit code is
+// the run's (DESIGN.md §5), for the scheduler.
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { hideBin } from 'yargs/helpers';
 import { cli } from '../src/cli/cli.js';
 import { configPath, loadConfig } from '../src/config.js';
 import { EXIT, JobError } from '../src/errors.js';
+import { Ledger } from '../src/ledger/index.js';
+import type { Config } from '../src/types.js';
 
 const args = hideBin(process.argv);
 const flag = args.indexOf('--config');
+const startedAt = new Date().toISOString();
 try {
   const config = loadConfig(configPath(flag >= 0 ? args[flag + 1] : undefined));
+  if (config.retention.days > 0 && !args.includes('--dry-run')) pruneWhenDone(config);
   await cli(['run', '--inbox', config.inbox, '--archive', config.archive, ...args]);
 } catch (err) {
   process.stderr.write(`d1-optout nightly: ${(err as Error).message}\n`);
   process.exit(err instanceof JobError ? err.exitCode : EXIT.USAGE);
+}
+
+/**
+ * The run ends the process itself (its exit code is the night's), so the prune runs as the
+ * process exits: synchronously, as `d1-optout prune` in a child (its own lock, log and exit code),
+ * after the run released the lock, and only when this night's batch completed (exit 0 or 1, with
+ * or without failures). An aborted night prunes nothing; a prune that fails is reported on
+ * stderr and leaves the run's exit code as it was.
+ */
+function pruneWhenDone(config: Config): void {
+  process.once('exit', (code) => {
+    if (code !== EXIT.OK && code !== EXIT.FAILURES) return;
+    if (!batchCompletedSince(config.ledger, startedAt)) return;
+    const main = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+    const configArgs = flag >= 0 && args[flag + 1] !== undefined ? ['--config', args[flag + 1]!] : [];
+    const prune = spawnSync(process.execPath, [main, 'prune', '--older-than', String(config.retention.days), ...configArgs], { stdio: 'inherit' });
+    if (prune.status !== EXIT.OK) {
+      process.stderr.write(`d1-optout nightly: prune after the run did not complete (exit ${prune.status ?? prune.signal}); it runs again after the next night\n`);
+    }
+  });
+}
+
+function batchCompletedSince(ledgerPath: string, since: string): boolean {
+  let ledger: Ledger;
+  try {
+    ledger = Ledger.open(ledgerPath, { readonly: true });
+  } catch {
+    return false; // no ledger: no batch ran
+  }
+  try {
+    const last = ledger.batches.last();
+    return last !== undefined && last.startedAt >= since && (last.status === 'COMPLETED' || last.status === 'COMPLETED_WITH_FAILURES');
+  } finally {
+    ledger.close();
+  }
 }

@@ -34,6 +34,7 @@ export const DEFAULT_CONFIG: Config = {
   pending: { pollIntervalMs: 2000, maxWaitMs: 60_000 },
   abort: { maxConsecutiveFailures: 50 },
   lock: { staleAfterSec: 120 },
+  retention: { days: 0 },
   ledger: './var/ledger.sqlite',
   reportsDir: './var/reports',
   inbox: './var/inbox',
@@ -264,6 +265,9 @@ function validate(c: Config, fromEnv: ReadonlySet<string>): void {
   positive('abort.maxConsecutiveFailures', c.abort.maxConsecutiveFailures);
   positive('lock.staleAfterSec', c.lock.staleAfterSec);
   positive('log.progressEverySec', c.log.progressEverySec);
+  if (!(Number.isInteger(c.retention.days) && c.retention.days >= 0)) {
+    throw new UsageError(`config key retention.days: expected 0 (keep everything) or a whole number of days, found ${c.retention.days}`);
+  }
   if (!['auto', ',', ';', '|', '\t'].includes(c.input.delimiter)) {
     throw new UsageError('config key input.delimiter: expected "auto", ",", ";", "|" or "\\t"');
   }

@@ -118,6 +118,8 @@ export interface Config {
   pending: { pollIntervalMs: number; maxWaitMs: number };
   abort: { maxConsecutiveFailures: number };
   lock: { staleAfterSec: number };
+  /** How many days of batch history (items, attempts, rejects, report folders) the nightly job keeps; 0 keeps everything. */
+  retention: { days: number };
   ledger: string;
   reportsDir: string;
   inbox: string;
@@ -319,6 +321,8 @@ export interface BatchOverview {
   rows: BatchSummary['rows'];
   outcomes: Partial<Record<Outcome, number>>;
   carriedOver: Partial<Record<Outcome, number>>;
+  /** When `prune` removed the batch's rows and D1 requests (its outcome counts went with them); null while kept whole. */
+  prunedAt: string | null;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ describe('config validation (exit 2, one line naming the key and what is expecte
     [
       'an unknown top-level key',
       () => variant((c) => (c['colour'] = 'blue')),
-      /config key colour is unknown; expected one of d1, rate, pending, abort, lock, ledger, reportsDir, inbox, archive, quarantine, input, log, check$/,
+      /config key colour is unknown; expected one of d1, rate, pending, abort, lock, retention, ledger, reportsDir, inbox, archive, quarantine, input, log, check$/,
     ],
     [
       'an unknown TLS key',
@@ -78,6 +78,8 @@ describe('config validation (exit 2, one line naming the key and what is expecte
       /config key input\.doneMarker: expected a file name suffix such as "\.done", found "\/done"$/,
     ],
     ['a done-marker that names a card file', () => variant((c) => (c['input'] = { doneMarker: '.ok.csv' })), /config key input\.doneMarker: expected a file name suffix/],
+    ['retention.days of a part day', () => variant((c) => ((c as Json)['retention'] = { days: 1.5 })), /config key retention\.days: expected 0 \(keep everything\) or a whole number of days, found 1\.5$/],
+    ['a negative retention.days', () => variant((c) => ((c as Json)['retention'] = { days: -30 })), /config key retention\.days: expected 0 \(keep everything\) or a whole number of days, found -30$/],
     [
       'a long wrong value, cut short',
       () => variant((c) => (c.d1['timeoutMs'] = 'x'.repeat(500))),
@@ -208,6 +210,8 @@ describe('--help', () => {
     show: ['id', '--json', '--config'],
     report: ['--batch', '--out', '--config'],
     sim: ['--port', '--scenario', '--config'],
+    backup: ['--to', '--config'],
+    prune: ['--older-than', '--dry-run', '--json', '--config'],
   };
 
   it.each(Object.entries(CONTRACT))('%s documents every flag it has', async (cmd, flags) => {

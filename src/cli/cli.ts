@@ -1,9 +1,11 @@
 import yargs from 'yargs';
 import { EXIT } from '../errors.js';
 import { redactText } from '../log.js';
+import { backupModule } from './backup.js';
 import { checkModule } from './check.js';
 import { initModule } from './init.js';
 import { pollModule } from './poll.js';
+import { pruneModule } from './prune.js';
 import { reportModule } from './report.js';
 import { rerunModule } from './rerun.js';
 import { runModule } from './run.js';
@@ -25,7 +27,9 @@ export async function cli(argv: string[]): Promise<void> {
     .command(showModule)
     .command(reportModule)
     .command(simModule)
-    .demandCommand(1, 'name a command: init, check, run, rerun, poll, status, show, report or sim')
+    .command(backupModule)
+    .command(pruneModule)
+    .demandCommand(1, 'name a command: init, check, run, rerun, poll, status, show, report, sim, backup or prune')
     .strict()
     .epilogue('Exit codes: 0 completed, 1 completed with failures, 2 usage/config/input error, 3 ledger locked, 4 aborted (resume with run or rerun).')
     .fail((msg, err) => {

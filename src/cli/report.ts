@@ -23,6 +23,9 @@ export const reportModule: CommandModule<object, Args> = {
       const ledger = openReadonly(config.ledger);
       try {
         if (!ledger.batches.get(args.batch)) throw new UsageError(`no batch ${args.batch} in the ledger`);
+        // A report from what is left would claim the batch had no rows: refused, not written.
+        const pruned = ledger.prunes.ofBatch(args.batch);
+        if (pruned) throw new UsageError(`batch ${args.batch}: its rows and D1 requests were pruned on ${pruned.prunedAt.slice(0, 10)}, so its report cannot be written again`);
         const dir = await writeReport(ledger, buildSummary(ledger, args.batch, args.out ?? config.reportsDir));
         process.stdout.write(`Report written to ${dir}/\n`);
         return EXIT.OK;

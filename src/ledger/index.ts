@@ -8,12 +8,15 @@ import { bindOrVerify, rebind, recordInit } from './identity.js';
 import { Intake } from './intake.js';
 import { Items } from './items.js';
 import { LedgerLock } from './lock.js';
+import { Prunes } from './prune.js';
 import { Targets } from './targets.js';
 
 export type { BatchInfo } from './batches.js';
 export type { ItemHistory, RejectLine } from './items.js';
 export { COMMIT_MAX_OPS } from './committer.js';
 export { identityOf, readHistory, readIdentity } from './identity.js';
+export { pruneLedger, type PruneMark, type PruneOptions, type PruneResult } from './prune.js';
+export { backupLedger, type BackupResult } from './backup.js';
 
 /** The SQLite ledger: the single source of truth, one module per concern. */
 export class Ledger {
@@ -24,6 +27,7 @@ export class Ledger {
   readonly intake: Intake;
   readonly attempts: Attempts;
   readonly committer: GroupCommitter;
+  readonly prunes: Prunes;
 
   private constructor(
     readonly db: Db,
@@ -36,6 +40,7 @@ export class Ledger {
     this.intake = new Intake(db);
     this.attempts = new Attempts(db);
     this.committer = new GroupCommitter(db);
+    this.prunes = new Prunes(db);
   }
 
   /** An existing ledger; run, rerun and poll then call `bindTo` before relying on it. */

@@ -147,4 +147,24 @@ export const MIGRATIONS: readonly string[] = [
     host               TEXT NOT NULL
   );
   `,
+  // 3: retention (docs/design.md §3): `prune` deletes the items, attempts and rejects of old batches
+  // but keeps every batch row (a few hundred bytes a night keep "what ran when" answerable) and
+  // every target (dedupe needs its state). Each prune is recorded, and the batches and targets it
+  // took history from point at it, so `status` and `show` can say what was pruned and when.
+  `
+  CREATE TABLE prunes (
+    id              INTEGER PRIMARY KEY,
+    pruned_at       TEXT NOT NULL,
+    older_than_days INTEGER NOT NULL,
+    cutoff          TEXT NOT NULL,
+    batches         INTEGER NOT NULL,
+    items           INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL,
+    rejects         INTEGER NOT NULL,
+    report_folders  INTEGER NOT NULL DEFAULT 0,
+    bytes_reclaimed INTEGER NOT NULL DEFAULT 0
+  );
+  ALTER TABLE batches ADD COLUMN pruned_by INTEGER REFERENCES prunes(id);
+  ALTER TABLE targets ADD COLUMN pruned_by INTEGER REFERENCES prunes(id);
+  `,
 ];

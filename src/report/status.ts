@@ -7,7 +7,7 @@ import { durationMs, outcomeCount, rowsOf } from './summary.js';
 export function batchOverviews(ledger: Ledger, limit: number): BatchOverview[] {
   return ledger.batches.list(limit).map((b) => {
     const { rows, carriedOver } = ledger.items.counts(b.id);
-    return { id: b.id, kind: b.kind, parent: b.parentId, startedAt: b.startedAt, endedAt: b.endedAt, durationMs: durationMs(b), status: b.status, rows: rowsOf(ledger.files.inputs(b.id)), outcomes: rows, carriedOver };
+    return { id: b.id, kind: b.kind, parent: b.parentId, startedAt: b.startedAt, endedAt: b.endedAt, durationMs: durationMs(b), status: b.status, rows: rowsOf(ledger.files.inputs(b.id)), outcomes: rows, carriedOver, prunedAt: ledger.prunes.ofBatch(b.id)?.prunedAt ?? null };
   });
 }
 
@@ -42,7 +42,7 @@ export function formatStatus(batches: readonly BatchOverview[], targets: Record<
       b.parent ?? '-',
       formatUtc(b.startedAt),
       b.durationMs === null ? '-' : formatDuration(b.durationMs),
-      b.status,
+      b.prunedAt ? `${b.status}*` : b.status,
       formatCount(b.rows.total),
       formatCount(b.rows.rejected),
       ...shown.map((o) => formatCount(outcomeCount(b, o))),
@@ -50,6 +50,7 @@ export function formatStatus(batches: readonly BatchOverview[], targets: Record<
     lines.push(...textTable(header, rows, header.map((_, i) => i >= 4 && i !== 5)));
     const legend = shown.filter((o) => SHORT[o] !== o).map((o) => `${SHORT[o]}=${o}`);
     if (legend.length) lines.push('', `Columns: ${legend.join(', ')}; counts include carried-over targets.`);
+    if (batches.some((b) => b.prunedAt)) lines.push('* history pruned (d1-optout prune): its rows and D1 requests, and so its outcome counts, are gone; targets keep their states.');
   }
   const states = Object.entries(targets)
     .map(([k, v]) => `${k}=${formatCount(v)}`)

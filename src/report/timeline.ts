@@ -1,4 +1,4 @@
-import type { Ledger, ItemHistory } from '../ledger/index.js';
+import type { Ledger, ItemHistory, PruneMark } from '../ledger/index.js';
 import type { AttemptRecord, BatchKind, Scope, TargetRecord } from '../types.js';
 import { formatUtc, textTable } from './format.js';
 
@@ -10,6 +10,8 @@ export interface TargetTimeline {
   attempts: AttemptRecord[];
   /** Kind and start of every batch the target appears in. */
   batches: Record<string, { kind: BatchKind; startedAt: string }>;
+  /** Set when `prune` removed some of its history: the state above still stands, the batches before the cutoff are gone. */
+  pruned: PruneMark | null;
 }
 
 /** Everything the ledger knows of `id`, as a card and as a consumer (an id may be both). */
@@ -24,7 +26,7 @@ export function loadTimelines(ledger: Ledger, id: string): TargetTimeline[] {
       const b = ledger.batches.get(batchId);
       if (b) batches[batchId] = { kind: b.kind, startedAt: b.startedAt };
     }
-    return [{ scope, target, history, attempts, batches }];
+    return [{ scope, target, history, attempts, batches, pruned: ledger.prunes.ofTarget(target.pk) ?? null }];
   });
 }
 
@@ -45,6 +47,9 @@ export function formatTimeline(id: string, found: readonly TargetTimeline[]): st
     if (t.lastError) lines.push(`  last note:  ${t.lastError}`);
     const order = [...new Set([...f.history.map((h) => h.batchId), ...f.attempts.map((a) => a.batchId)])];
     lines.push('  Timeline (oldest first):');
+    if (f.pruned) {
+      lines.push(`    older history pruned on ${formatUtc(f.pruned.prunedAt)} (batches that ended before ${formatUtc(f.pruned.cutoff)}, kept ${f.pruned.olderThanDays} days)`);
+    }
     for (const batchId of order) {
       const b = f.batches[batchId];
       lines.push(`    batch ${batchId}${b ? ` (${b.kind}, started ${formatUtc(b.startedAt)})` : ''}`);
