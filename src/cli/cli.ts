@@ -1,5 +1,7 @@
 import yargs from 'yargs';
 import { EXIT } from '../errors.js';
+import { redactText } from '../log.js';
+import { terminalSafe } from '../text.js';
 import { pollModule } from './poll.js';
 import { reportModule } from './report.js';
 import { rerunModule } from './rerun.js';
@@ -24,7 +26,7 @@ export async function cli(argv: string[]): Promise<void> {
     .strict()
     .epilogue('Exit codes: 0 completed, 1 completed with failures, 2 usage/config/input error, 3 ledger locked, 4 aborted (resume with run or rerun).')
     .fail((msg, err) => {
-      process.stderr.write(`d1-optout: ${msg ?? err?.message ?? 'usage error'}\nRun d1-optout --help for usage.\n`);
+      process.stderr.write(terminalSafe(`d1-optout: ${redactText(msg ?? err?.message ?? 'usage error')}\nRun d1-optout --help for usage.\n`));
       process.exit(EXIT.USAGE);
     })
     .help()
