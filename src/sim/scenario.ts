@@ -57,6 +57,8 @@ export interface Scenario {
   answers: Record<string, SimAnswer>;
   /** The status value a pending operation shows: set it to a value the client does not know. */
   pendingStatus: string;
+  /** Keep every request's URL (query included) and body in `calls`, for tests of what D1 is sent. */
+  recordRequests: boolean;
 }
 
 export const DEFAULT_PATHS: D1Paths = {
@@ -90,6 +92,7 @@ export function defaultScenario(): Scenario {
     tls: null,
     answers: {},
     pendingStatus: 'PENDING',
+    recordRequests: false,
   };
 }
 
@@ -138,6 +141,9 @@ const CHECKS: Record<keyof Scenario, Check> = {
   },
   pendingStatus: (v, k) => {
     if (typeof v !== 'string' || v === '' || v === 'SUCCESSFUL' || v === 'FAILED') fail(k, 'a non-final status string');
+  },
+  recordRequests: (v, k) => {
+    if (typeof v !== 'boolean') fail(k, 'true or false');
   },
   quotaRps: (v, k) => {
     if (v !== null && (!isNum(v) || v <= 0)) fail(k, 'a number > 0, or null for no quota');
