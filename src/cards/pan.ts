@@ -173,37 +173,46 @@ function digitRuns(text: string, sep: SeparatorTest): DigitRun[] {
 /**
  * Luhn sums of every window of one run in O(1) each. In a window ending at index e, a digit is
  * doubled when its distance from e is odd: so `plainEven` (digits at even indexes as they are, at
- * odd ones doubled) serves windows ending at an even index, `plainOdd` the others.
+ * odd ones doubled) serves windows ending at an even index, `plainOdd` the others. The arrays are
+ * reused from run to run (masking runs on every log line; allocating them per run cost more than
+ * the sums), so only one run is prepared at a time.
  */
-class WindowLuhn {
-  private readonly plainEven: Int32Array;
-  private readonly plainOdd: Int32Array;
+let plainEven = new Int32Array(64);
+let plainOdd = new Int32Array(64);
+let marks = new Int32Array(64);
 
-  constructor(digits: string) {
-    const n = digits.length;
-    this.plainEven = new Int32Array(n + 1);
-    this.plainOdd = new Int32Array(n + 1);
-    for (let i = 0; i < n; i++) {
-      const d = digits.charCodeAt(i) - ZERO;
-      const doubled = d < 5 ? d * 2 : d * 2 - 9;
-      const even = (i & 1) === 0;
-      this.plainEven[i + 1] = this.plainEven[i]! + (even ? d : doubled);
-      this.plainOdd[i + 1] = this.plainOdd[i]! + (even ? doubled : d);
-    }
+/** Prepares the sums for `digits`; `windowValid` then answers for its windows. */
+function prepareWindows(digits: string): void {
+  const n = digits.length;
+  if (plainEven.length <= n) {
+    const size = 2 * (n + 1);
+    plainEven = new Int32Array(size);
+    plainOdd = new Int32Array(size);
+    marks = new Int32Array(size);
   }
+  plainEven[0] = 0;
+  plainOdd[0] = 0;
+  for (let i = 0; i < n; i++) {
+    const d = digits.charCodeAt(i) - ZERO;
+    const doubled = d < 5 ? d * 2 : d * 2 - 9;
+    const even = (i & 1) === 0;
+    plainEven[i + 1] = plainEven[i]! + (even ? d : doubled);
+    plainOdd[i + 1] = plainOdd[i]! + (even ? doubled : d);
+  }
+}
 
-  valid(start: number, length: number): boolean {
-    const sums = ((start + length - 1) & 1) === 0 ? this.plainEven : this.plainOdd;
-    return (sums[start + length]! - sums[start]!) % 10 === 0;
-  }
+/** Luhn of the window `[start, start+length)` of the run last prepared. */
+function windowValid(start: number, length: number): boolean {
+  const sums = ((start + length - 1) & 1) === 0 ? plainEven : plainOdd;
+  return (sums[start + length]! - sums[start]!) % 10 === 0;
 }
 
 /** True when a 13–19-digit window of `digits` passes Luhn. */
 function anyValidWindow(digits: string): boolean {
   const n = digits.length;
-  const luhn = new WindowLuhn(digits);
+  prepareWindows(digits);
   for (let len = MIN_PAN; len <= MAX_PAN && len <= n; len++) {
-    for (let s = 0; s + len <= n; s++) if (luhn.valid(s, len)) return true;
+    for (let s = 0; s + len <= n; s++) if (windowValid(s, len)) return true;
   }
   return false;
 }
@@ -243,12 +252,12 @@ export function findCardNumbers(text: string): string[] {
       found.push(digits);
       continue;
     }
-    const luhn = new WindowLuhn(digits);
+    prepareWindows(digits);
     let s = 0;
     while (s + MIN_PAN <= n) {
       let matched = 0;
       for (let len = Math.min(MAX_PAN, n - s); len >= MIN_PAN; len--) {
-        if (luhn.valid(s, len)) {
+        if (windowValid(s, len)) {
           matched = len;
           break;
         }
@@ -286,18 +295,21 @@ export function maskCardNumbers(text: string, opts: MaskOptions = {}): string {
   for (const run of digitRuns(text, sep)) {
     const { digits } = run;
     const n = digits.length;
-    const luhn = new WindowLuhn(digits);
+    prepareWindows(digits);
     // +1 at the first masked digit of a window, -1 after its last: masked where the sum is > 0.
-    let marks: Int32Array | null = null;
+    let found = false;
     for (let len = MIN_PAN; len <= MAX_PAN && len <= n; len++) {
       for (let s = 0; s + len <= n; s++) {
-        if (!luhn.valid(s, len)) continue;
-        marks ??= new Int32Array(n + 1);
+        if (!windowValid(s, len)) continue;
+        if (!found) {
+          marks.fill(0, 0, n + 1);
+          found = true;
+        }
         marks[s + KEEP_HEAD]!++;
         marks[s + len - KEEP_TAIL]!--;
       }
     }
-    if (marks === null) continue;
+    if (!found) continue;
     out += text.slice(copied, run.start);
     let d = 0;
     let depth = 0;
