@@ -5,6 +5,8 @@ import { hideBin } from 'yargs/helpers';
 import { cli } from '../src/cli/cli.js';
 import { configPath, loadConfig } from '../src/config.js';
 import { EXIT, JobError } from '../src/errors.js';
+import { redactText } from '../src/log.js';
+import { terminalSafe } from '../src/text.js';
 
 const args = hideBin(process.argv);
 const flag = args.indexOf('--config');
@@ -12,6 +14,6 @@ try {
   const config = loadConfig(configPath(flag >= 0 ? args[flag + 1] : undefined));
   await cli(['run', '--inbox', config.inbox, '--archive', config.archive, ...args]);
 } catch (err) {
-  process.stderr.write(`d1-optout nightly: ${(err as Error).message}\n`);
+  process.stderr.write(terminalSafe(`d1-optout nightly: ${redactText((err as Error).message)}\n`));
   process.exit(err instanceof JobError ? err.exitCode : EXIT.USAGE);
 }

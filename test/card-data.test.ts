@@ -4,7 +4,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { PAN_REJECT } from '../src/cards/index.js';
 import type { SimServer } from '../src/sim/index.js';
-import { closeWorldsAfterEach, makeWorld, readCsv, runCli, type World } from './helpers.js';
+import { spawnSync } from 'node:child_process';
+import { closeWorldsAfterEach, makeWorld, readCsv, ROOT, runCli, type World } from './helpers.js';
 
 // docs/design.md §14: card data never leaves in clear. Card numbers written in any grouping, glued
 // to other digits, split across fields or put in a file name, and D1 answers carrying a card number
@@ -376,5 +377,18 @@ describe("D1's texts are not trusted", () => {
     for (const t of terminal) expect(t).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
     const files = ['results.csv', 'failures.csv', 'report.html', 'summary.json'].map((f) => readFileSync(join(reportDir, f), 'utf8'));
     for (const t of [...terminal, ...files]) expect(inClear(PAN).test(t)).toBe(false);
+  });
+});
+
+describe('terminal output', () => {
+  it('strips control characters and masks card numbers in the error lines of the CLI and the nightly job', async () => {
+    const bad = '/nonexistent/x\u001b[2J4111.1111.1111.1111\u009b/c.json';
+    const cli = await runCli(['status', '--config', bad]);
+    const nightly = spawnSync(process.execPath, [join(ROOT, 'dist', 'jobs', 'nightly-optout.js'), '--config', bad], { encoding: 'utf8' });
+    for (const [code, stderr] of [[cli.code, cli.stderr], [nightly.status, nightly.stderr]] as const) {
+      expect(code).toBe(2);
+      expect(stderr).toContain('x[2J4111.11**.****.1111/c.json');
+      expect(stderr).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
+    }
   });
 });
