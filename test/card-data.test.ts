@@ -344,19 +344,20 @@ describe("D1's texts are not trusted", () => {
             body: { errorCode: `BAD_${ESC}[2J4111 1111 1111 1111_${'C'.repeat(300)}`, error: `${ESC}]0;owned\u0007card 4111-1111-1111-1111 \u009b31m${'x'.repeat(1000)}` },
           },
           'CARD-T2': { status: 200, body: { operationId: 'op-T2', status: `WEIRD${ESC}[31m4111.1111.1111.1111` } },
+          'CARD-T3': { status: 200, body: { operationId: `op-${PAN}`, status: 'SUCCESSFUL' } },
         },
       },
       config: { pending: { maxWaitMs: 200 } },
     });
-    const file = world.file(`cards-${ESC}[31mred.csv`, 'card_id,reason\nCARD-T1,CLOSED\nCARD-T2,CLOSED\n');
+    const file = world.file(`cards-${ESC}[31mred.csv`, 'card_id,reason\nCARD-T1,CLOSED\nCARD-T2,CLOSED\nCARD-T3,CLOSED\n');
     const run = await runCli(['run', '--config', world.configFile, file]);
     expect(run.code, run.stderr).toBe(1);
     const reportDir = join(world.config.reportsDir, /Batch (\S+) /.exec(run.stdout)![1]!);
 
     const ledger = world.ledger();
-    let attempts: { error_code: string | null; error: string | null; operation_status: string | null }[];
+    let attempts: { error_code: string | null; error: string | null; operation_status: string | null; operation_id: string | null }[];
     try {
-      attempts = ledger.db.prepare(`SELECT error_code, error, operation_status FROM attempts`).all() as typeof attempts;
+      attempts = ledger.db.prepare(`SELECT error_code, error, operation_status, operation_id FROM attempts`).all() as typeof attempts;
     } finally {
       ledger.close();
     }
@@ -367,6 +368,8 @@ describe("D1's texts are not trusted", () => {
     expect(t1.error).toMatch(/^\]0;owned card 4111-11\*\*-\*\*\*\*-\*111 31mx+$/); // "31" glued on: one longer run
     const t2 = attempts.find((a) => a.operation_status?.startsWith('WEIRD'))!;
     expect(t2.operation_status).toBe('WEIRD [31m4111.11**.****.1111');
+    // An operation id holding a card number is not kept (it would be shown and sent back to D1).
+    expect(attempts.filter((a) => a.operation_status === 'SUCCESSFUL').map((a) => a.operation_id)).toEqual([null]);
 
     const show1 = await runCli(['show', 'CARD-T1', '--config', world.configFile]);
     const show2 = await runCli(['show', 'CARD-T2', '--config', world.configFile]);

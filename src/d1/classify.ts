@@ -1,3 +1,4 @@
+import { hasCardNumberWindow } from '../cards/pan.js';
 import { redactText } from '../log.js';
 import { oneLine } from '../text.js';
 import { parseRetryAfter } from '../throttle/backoff.js';
@@ -43,6 +44,16 @@ function d1Field(v: unknown, max: number): string | null {
   return s === null ? null : d1Text(s, max) || null;
 }
 
+/**
+ * D1's operation id, kept as sent because it is asked for again, so only when it is one: an id of
+ * D1's pattern holding no card number. Anything else is as if D1 gave none (a PENDING answer without
+ * one is sent again by the next run).
+ */
+function operationIdOf(v: unknown): string | null {
+  const id = str(v);
+  return id !== null && OPERATION_ID.test(id) && !hasCardNumberWindow(id) ? id : null;
+}
+
 /** A short excerpt of a body that is not JSON, safe for a report: no token, no card number, one line. */
 function excerpt(body: string): string {
   return d1Text(body, 100) || '(empty body)';
@@ -64,7 +75,7 @@ export function classifyResponse(res: WireResponse, alreadyOptedOutCodes: readon
   const rawCode = json ? str(json['errorCode']) : null;
   const errorCode = json ? d1Field(rawCode, D1_CODE_MAX) : null;
   const base = {
-    operationId: json && str(json['operationId']) && OPERATION_ID.test(json['operationId'] as string) ? (json['operationId'] as string) : null,
+    operationId: json ? operationIdOf(json['operationId']) : null,
     operationStatus: json ? d1Field(json['status'], D1_CODE_MAX) : null,
     errorCode,
     error: json ? d1Field(json['error'], D1_TEXT_MAX) : res.body ? excerpt(res.body) : null,
