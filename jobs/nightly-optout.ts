@@ -9,6 +9,8 @@ import { cli } from '../src/cli/cli.js';
 import { configPath, loadConfig } from '../src/config.js';
 import { EXIT, JobError } from '../src/errors.js';
 import { Ledger } from '../src/ledger/index.js';
+import { redactText } from '../src/log.js';
+import { terminalSafe } from '../src/text.js';
 import type { Config } from '../src/types.js';
 
 const args = hideBin(process.argv);
@@ -19,7 +21,7 @@ try {
   if (config.retention.days > 0 && !args.includes('--dry-run')) pruneWhenDone(config);
   await cli(['run', '--inbox', config.inbox, '--archive', config.archive, ...args]);
 } catch (err) {
-  process.stderr.write(`d1-optout nightly: ${(err as Error).message}\n`);
+  process.stderr.write(terminalSafe(`d1-optout nightly: ${redactText((err as Error).message)}\n`));
   process.exit(err instanceof JobError ? err.exitCode : EXIT.USAGE);
 }
 

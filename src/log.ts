@@ -1,6 +1,7 @@
 import winston from 'winston';
 import { maskCardNumbers } from './cards/pan.js';
 import { ensurePrivateFile } from './private-file.js';
+import { terminalSafe } from './text.js';
 
 export type Logger = winston.Logger;
 
@@ -20,7 +21,10 @@ const PEM = /-----BEGIN [A-Z0-9 ]+-----[\s\S]*?(-----END [A-Z0-9 ]+-----|$)/g;
 /** Deeper than this, metadata is replaced rather than walked: nothing unredacted gets past. */
 const MAX_DEPTH = 8;
 
-/** Masks bearer tokens, JWTs (assertions), PEM blocks and card numbers in one piece of text. */
+/**
+ * Masks bearer tokens, JWTs (assertions), PEM blocks and card numbers in one piece of text. Text
+ * that spans CSV fields (a reject's raw record, a header) is masked across them where it is made.
+ */
 export function redactText(text: string): string {
   return maskCardNumbers(
     text.replace(PEM, '[REDACTED PEM]').replace(BEARER, 'Bearer [REDACTED]').replace(JWT, '[REDACTED JWT]'),
@@ -85,7 +89,7 @@ const readable = winston.format.printf((info) => {
     .join(' ');
   const batch = batchId ? ` [${String(batchId)}]` : '';
   const stack = typeof info['stack'] === 'string' && level === 'debug' ? `\n${info['stack']}` : '';
-  return `${String(timestamp)} ${level}${batch}: ${String(message)}${extras ? ` ${extras}` : ''}${stack}`;
+  return terminalSafe(`${String(timestamp)} ${level}${batch}: ${String(message)}${extras ? ` ${extras}` : ''}${stack}`);
 });
 
 export interface LoggerOptions {

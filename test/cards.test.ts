@@ -13,6 +13,7 @@ import {
   detectDelimiter,
   fileSha256,
   findCardNumbers,
+  hasCardNumberWindow,
   inspectCardFile,
   isIsoDateTime,
   luhnValid,
@@ -127,21 +128,68 @@ describe('findCardNumbers', () => {
     expect(maskCardNumbers('id 4111_1111_1111_1111')).toBe('id 4111_11**_****_1111');
   });
 
-  it('ignores short runs, non-Luhn runs and runs broken by double separators', () => {
+  it('finds a number whatever runs of separators group it (docs/design.md §14)', () => {
+    const written = [
+      '4111--1111--1111--1111',
+      '4111  1111 1111 1111',
+      '4111.1111.1111.1111',
+      '4111/1111/1111/1111',
+      '4111\u00a01111\u00a01111\u00a01111', // non-breaking spaces
+      '4111\u202f1111\u20091111\u30001111', // narrow, thin and ideographic spaces
+      '4111\u200b1111\ufeff1111\u20601111', // zero-width ones
+      '4111\u20131111\u20141111\u22121111', // en dash, em dash, minus sign
+      '4111\n1111\r\n1111\t1111', // line breaks inside a quoted field, a tab
+      '4111 - 1111 _ 1111 ./ 1111',
+    ];
+    for (const w of written) {
+      expect(findCardNumbers(`ref ${w} end`), JSON.stringify(w)).toEqual(['4111111111111111']);
+      expect(containsCardNumber(w), JSON.stringify(w)).toBe(true);
+      const masked = maskCardNumbers(`ref ${w} end`);
+      expect(masked.replace(/[^0-9]/g, ''), JSON.stringify(masked)).toBe('4111111111');
+    }
+  });
+
+  it('ignores short runs, non-Luhn runs and runs broken by other characters', () => {
     expect(findCardNumbers('411111111111')).toEqual([]); // 12 digits
     expect(findCardNumbers('1234567812345678')).toEqual([]); // no valid 13–19-digit window
-    expect(findCardNumbers('4111--1111-1111-1111')).toEqual([]);
-    expect(findCardNumbers('4111  1111 1111 1111')).toEqual([]);
+    expect(findCardNumbers('4111x1111x1111x1111')).toEqual([]);
+    expect(findCardNumbers('4111,1111,1111,1111')).toEqual([]); // a comma is a CSV delimiter, see acrossFields
     expect(findCardNumbers('2026-11-28T10:00:00Z CARD-0001-K7QM')).toEqual([]);
     expect(containsCardNumber('1234567812345678')).toBe(false);
+  });
+
+  it('masks across CSV delimiters and quotes when asked (a record, a header, free text)', () => {
+    expect(maskCardNumbers('41111111,11111111')).toBe('41111111,11111111');
+    expect(maskCardNumbers('41111111,11111111', { acrossFields: true })).toBe('411111**,****1111');
+    expect(maskCardNumbers('"41111111";"11111111"', { acrossFields: true })).toBe('"411111**";"****1111"');
+    expect(maskCardNumbers('4111|1111|1111|1111', { acrossFields: true })).toBe('4111|11**|****|1111');
+  });
+
+  it('tells a number inside a longer run (an id holding one) from a whole run', () => {
+    // A PAN plus one digit: no whole run passes Luhn, but a window does.
+    expect(containsCardNumber('41111111111111110')).toBe(false);
+    expect(hasCardNumberWindow('41111111111111110')).toBe(true);
+    expect(hasCardNumberWindow('CARD-99-4111111111111111-7')).toBe(true);
+    expect(hasCardNumberWindow('CARD-0001-K7QM')).toBe(false);
+    expect(hasCardNumberWindow('1234567812345678')).toBe(false);
+    expect(maskCardNumbers('41111111111111110')).not.toContain('1111111111111111');
+  });
+
+  it('masks in time linear in the length of a digit run', () => {
+    // Every window of a long run is checked; a quadratic scan would take seconds here.
+    const long = '4111111111111111'.repeat(20_000); // 320,000 digits
+    const t0 = performance.now();
+    const masked = maskCardNumbers(long);
+    expect(performance.now() - t0).toBeLessThan(2000);
+    expect(findCardNumbers(masked)).toEqual([]);
   });
 });
 
 describe('containsCardNumber', () => {
-  /** The definition, written plainly: runs with single separators, a whole 13–19-digit run passing Luhn. */
+  /** The definition, written plainly: runs with any separators between digits, a whole 13–19-digit run passing Luhn. */
   function reference(text: string): boolean {
-    for (const m of text.matchAll(/[0-9](?:[ _-]?[0-9])*/g)) {
-      const digits = m[0].replace(/[ _-]/g, '');
+    for (const m of text.matchAll(/[0-9](?:[\s._\/-]*[0-9])*/g)) {
+      const digits = m[0].replace(/[^0-9]/g, '');
       if (digits.length >= 13 && digits.length <= 19 && luhnValid(digits)) return true;
     }
     return false;
@@ -153,7 +201,7 @@ describe('containsCardNumber', () => {
       seed = (seed * 1103515245 + 12345) % 2147483648;
       return seed % n;
     };
-    const alphabets = ['0123456789 -_', '0123456789012345678901234567890123456789 -,aZ:', '01 -x,'];
+    const alphabets = ['0123456789 -_', '0123456789012345678901234567890123456789 -,aZ:', '01 -x,', '0123456789012345678901234567890123456789./\u00a0\n\t  x'];
     let positives = 0;
     for (let k = 0; k < 3000; k++) {
       const alphabet = alphabets[k % alphabets.length]!;
@@ -311,8 +359,25 @@ describe('validateRow', () => {
     }
   });
 
-  it('checks the raw text when it is given', () => {
-    expect(validateRow(ctx, ['CARD-1', '', 'CLOSED', '', '', '', ''], 2, 'CARD-1,,CLOSED,,,,5555555555554444\n')).toBe(PAN_REJECT);
+  it('rejects an id holding a card number, even glued to other digits or grouped oddly', () => {
+    for (const id of ['41111111111111110', '4111--1111--1111--1111', 'X9-4111111111111111', '4111_1111__1111_1111']) {
+      expect(row(id, '', 'CLOSED', '', '', '', ''), id).toBe(PAN_REJECT);
+      expect(row('', id, 'CLOSED', 'CONSUMER', '', '', ''), id).toBe(PAN_REJECT);
+      expect(row('CARD-1', id, 'CLOSED', '', '', '', ''), id).toBe(PAN_REJECT);
+    }
+  });
+
+  it('masks a card number glued to other digits in the reference, and keeps the row', () => {
+    const r = row('CARD-1', '', 'CLOSED', '', '', 'order 41111111111111110; 4111,1111,1111,1111', '');
+    expect(r).toMatchObject({ targetId: 'CARD-1' });
+    expect((r as CardRow).reference).not.toMatch(/4111.?1111.?1111.?1111/);
+    expect((r as CardRow).reference).toMatch(/^order 411111/);
+  });
+
+  it('tests field by field: two numeric fields of a tab-delimited file are not one number', () => {
+    // 1234567 + 891234563 would be a valid 16-digit number if the tab between them counted.
+    expect(luhnValid('1234567891234563')).toBe(true);
+    expect(row('1234567', '891234563', 'CLOSED', '', '', '', '')).toMatchObject({ targetId: '1234567' });
   });
 
   it('parses ISO 8601 dates and date-times, and only those', () => {
@@ -519,7 +584,7 @@ describe('readCardFile: rejects', () => {
       'CARD-N001,555555******4444,CLOSED,,',
       'CARD-N002,,CLOSED,call about 3782-82****-*0005,',
       'CARD-N003,,CLOSED,,pan 422222***2222 in the note',
-      'CARD-N006,,411111******1111,,',
+      'CARD-N006,,411*********1111,,', // masked across the delimiters: "006,,4111…" is one run
       'CARD-N007,,CLOSED,"5555 55** **** 4444\\nsecond line"',
     ]);
     const everything = JSON.stringify(entries);

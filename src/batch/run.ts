@@ -1,5 +1,5 @@
 import { statSync, type Stats } from 'node:fs';
-import { inspectCardFile, maskCardNumbers } from '../cards/index.js';
+import { inspectCardFile, maskPath } from '../cards/index.js';
 import { CardFileError, UsageError } from '../errors.js';
 import { archiveFile, inboxNames, kindOf, quarantineFiles, surveyInbox, type InboxEntry, type InboxSurvey } from '../inbox/index.js';
 import { identityOf, Ledger } from '../ledger/index.js';
@@ -133,7 +133,7 @@ async function ingestAndPlan(
           }
         : undefined,
     onChanged: (path) => {
-      outcome.deferred.push({ path: maskCardNumbers(path), reason: 'changed-while-read' });
+      outcome.deferred.push({ path: maskPath(path), reason: 'changed-while-read' });
       ledger.batches.recordInbox(batchId, outcome);
     },
     progress: opts.progress,

@@ -4,7 +4,7 @@
 
 import { CardFileError } from '../errors.js';
 import type { Config } from '../types.js';
-import { quoteMasked } from './pan.js';
+import { maskCardNumbers, quoteMasked } from './pan.js';
 
 /** A delimiter a card file may use. */
 export type Delimiter = ',' | ';' | '|' | '\t';
@@ -77,7 +77,10 @@ export function matchHeader(file: string, names: readonly string[], hint?: strin
     }
     at.set(column, i);
   });
-  const found = (names.length === 0 ? '(nothing)' : names.map(showName).join(', ')) + (hint ? ` (${hint})` : '');
+  // Masked whole too: a number split across two names ("41111111","11111111") is caught that way.
+  const found =
+    (names.length === 0 ? '(nothing)' : maskCardNumbers(names.map(showName).join(', '), { acrossFields: true })) +
+    (hint ? ` (${hint})` : '');
   if (at.size === 0) {
     throw new CardFileError(
       file,

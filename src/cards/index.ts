@@ -1,6 +1,6 @@
 // Reading card files and validating their rows (DESIGN.md §7).
 
-export { containsCardNumber, findCardNumbers, luhnValid, maskCardNumbers } from './pan.js';
+export { containsCardNumber, findCardNumbers, hasCardNumberWindow, luhnValid, maskCardNumbers, maskPath } from './pan.js';
 export {
   DELIMITERS,
   KNOWN_COLUMNS,

@@ -23,7 +23,7 @@ import {
   type Delimiter,
   type DelimiterOption,
 } from './header.js';
-import { maskCardNumbers } from './pan.js';
+import { maskCardNumbers, maskPath } from './pan.js';
 import { isBlankRecord, makeRowContext, validateRow, type RowContext } from './validate.js';
 
 export type CardFileEntry = { kind: 'row'; row: CardRow } | { kind: 'reject'; reject: RejectRow };
@@ -232,7 +232,7 @@ function analyzeHead(
           ? `the configured delimiter is ${delimiterName(option)} but the first line looks ${delimiterName(detected)}-delimited`
           : undefined;
       matchHeader(file, names, hint);
-      return { delimiter, columns: names.map((n) => maskCardNumbers(n)) };
+      return { delimiter, columns: names.map((n) => maskCardNumbers(n, { acrossFields: true })) };
     }
     if (end === -1) {
       throw new CardFileError(file, 'is empty: no header line');
@@ -431,8 +431,9 @@ export function rawForReject(raw: string): string {
     end--;
   }
   const start = skipNewlines(raw);
-  // Mask before cutting: a number cut in two would no longer be recognised.
-  let text = maskCardNumbers(start < end ? raw.slice(start, end) : '').replace(NEWLINES, '\\n');
+  // Mask the record whole, with delimiters and quotes as separators, so that a number split across
+  // two fields is caught too; and before cutting, as a number cut in two would not be recognised.
+  let text = maskCardNumbers(start < end ? raw.slice(start, end) : '', { acrossFields: true }).replace(NEWLINES, '\\n');
   if (text.length > MAX_RAW_LENGTH) {
     let cut = MAX_RAW_LENGTH - 1;
     const c = text.charCodeAt(cut - 1);
@@ -589,11 +590,15 @@ export async function* readCsvRecords(path: string, opts: { delimiter: Delimiter
 /** Turns the records of one card file into entries: the first non-blank one is the header. */
 class EntryMaker {
   private ctx: RowContext | null = null;
+  /** The file's name as rows and rejects carry it: masked like any text (docs/design.md §14). */
+  private readonly sourceFile: string;
 
   constructor(
     private readonly file: string,
     private readonly reasons: readonly string[],
-  ) {}
+  ) {
+    this.sourceFile = maskPath(file);
+  }
 
   /** The entry for `rec`, or null for a blank record or the header. */
   entry(rec: CsvRecord): CardFileEntry | null {
@@ -606,7 +611,7 @@ class EntryMaker {
       return {
         kind: 'reject',
         reject: {
-          sourceFile: this.file,
+          sourceFile: this.sourceFile,
           sourceLine: line,
           error: 'unclosed quote: a quoted field runs to the end of the file',
           raw: rawForReject(raw),
@@ -615,12 +620,12 @@ class EntryMaker {
     }
     if (isBlankRecord(fields)) return null;
     if (ctx === null) {
-      this.ctx = makeRowContext(this.file, matchHeader(this.file, fields), this.reasons);
+      this.ctx = makeRowContext(this.sourceFile, matchHeader(this.file, fields), this.reasons);
       return null;
     }
-    const result = validateRow(ctx, fields, line, raw);
+    const result = validateRow(ctx, fields, line);
     return typeof result === 'string'
-      ? { kind: 'reject', reject: { sourceFile: this.file, sourceLine: line, error: result, raw: rawForReject(raw) } }
+      ? { kind: 'reject', reject: { sourceFile: this.sourceFile, sourceLine: line, error: result, raw: rawForReject(raw) } }
       : { kind: 'row', row: result };
   }
 }

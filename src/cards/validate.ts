@@ -5,7 +5,7 @@
 
 import type { CardRow, Scope } from '../types.js';
 import type { HeaderMap } from './header.js';
-import { containsCardNumber, maskCardNumbers, quoteMasked } from './pan.js';
+import { containsCardNumber, hasCardNumberWindow, maskCardNumbers, quoteMasked } from './pan.js';
 
 /** The reject text of a row that holds a card number (the number itself is never repeated). */
 export const PAN_REJECT = 'a card number (PAN) is in the row; card files must carry D1 card ids, not PANs';
@@ -112,7 +112,7 @@ export function isBlankRecord(fields: readonly string[]): boolean {
   return true;
 }
 
-/** True when a field of the record holds a card number (for callers without the raw text). */
+/** True when a field of the record holds a card number (a whole 13–19-digit run passing Luhn). */
 function fieldsHoldPan(fields: readonly string[]): boolean {
   for (let i = 0; i < fields.length; i++) {
     if (containsCardNumber(fields[i]!)) return true;
@@ -121,19 +121,14 @@ function fieldsHoldPan(fields: readonly string[]): boolean {
 }
 
 /**
- * Validates one record (its field values, in the header's column order).
- *
- * `raw` is the record's text as read: when given, the card-number test runs over it (so every
- * column counts, known or not, and the text between fields too); otherwise over the fields.
- * Returns the `CardRow`, or the reject text.
+ * Validates one record (its field values, in the header's column order). Every field is tested
+ * for a card number, known column or not; the ids also for a card number glued to other digits,
+ * since they go to D1 in a URL. Tested field by field, not over the raw record: a tab is a
+ * separator inside a number, and with a tab delimiter two short numeric fields would otherwise
+ * read as one long number. Returns the `CardRow`, or the reject text.
  */
-export function validateRow(
-  ctx: RowContext,
-  fields: readonly string[],
-  sourceLine: number,
-  raw?: string,
-): CardRow | string {
-  if (raw === undefined ? fieldsHoldPan(fields) : containsCardNumber(raw)) return PAN_REJECT;
+export function validateRow(ctx: RowContext, fields: readonly string[], sourceLine: number): CardRow | string {
+  if (fieldsHoldPan(fields)) return PAN_REJECT;
 
   const h = ctx.header;
   if (fields.length !== h.fieldCount) {
@@ -142,6 +137,7 @@ export function validateRow(
   const cardId = h.cardId < 0 ? '' : fields[h.cardId]!.trim();
   const consumerId = h.consumerId < 0 ? '' : fields[h.consumerId]!.trim();
   const scopeText = h.scope < 0 ? '' : fields[h.scope]!.trim();
+  if (hasCardNumberWindow(cardId) || hasCardNumberWindow(consumerId)) return PAN_REJECT;
 
   let scope: Scope;
   if (scopeText === '') {
@@ -196,7 +192,7 @@ export function validateRow(
     // Free text is kept masked: a number that only looks like a card glued to other digits is not
     // reason enough to leave a card in Click to Pay, but it is no reason to store it either.
     const r = fields[h.reference]!.trim();
-    if (r !== '') reference = maskCardNumbers(r);
+    if (r !== '') reference = maskCardNumbers(r, { acrossFields: true });
   }
 
   return {

@@ -4,6 +4,7 @@ import { redactText } from '../log.js';
 import { backupModule } from './backup.js';
 import { checkModule } from './check.js';
 import { initModule } from './init.js';
+import { terminalSafe } from '../text.js';
 import { pollModule } from './poll.js';
 import { pruneModule } from './prune.js';
 import { reportModule } from './report.js';
@@ -34,7 +35,7 @@ export async function cli(argv: string[]): Promise<void> {
     .epilogue('Exit codes: 0 completed, 1 completed with failures, 2 usage/config/input error, 3 ledger locked, 4 aborted (resume with run or rerun).')
     .fail((msg, err) => {
       // yargs quotes the arguments it did not expect, and an operator may have typed a card number.
-      process.stderr.write(`d1-optout: ${redactText(msg ?? err?.message ?? 'usage error')}\nRun d1-optout --help for usage.\n`);
+      process.stderr.write(terminalSafe(`d1-optout: ${redactText(msg ?? err?.message ?? 'usage error')}\nRun d1-optout --help for usage.\n`));
       process.exit(EXIT.USAGE);
     })
     .help()

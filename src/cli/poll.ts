@@ -1,6 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { pollCommand } from '../batch/refresh.js';
 import { EXIT } from '../errors.js';
+import { terminalJson } from '../text.js';
 import { configOption, jsonOption, quietOption, runCommand, withProgress, type CommonArgs } from './shared.js';
 
 interface Args extends CommonArgs {
@@ -26,7 +27,7 @@ export const pollModule: CommandModule<object, Args> = {
       // A zero wait still makes one pass: the poller sleeps one interval before asking.
       const waitMs = Math.max(args.wait * 1000, config.pending.pollIntervalMs);
       const summaries = await withProgress(args.quiet, env, (progress) => pollCommand(config, { batch: args.batch ?? null, waitMs }, log, stop, progress));
-      if (args.json) process.stdout.write(JSON.stringify(summaries, null, 2) + '\n');
+      if (args.json) process.stdout.write(terminalJson(summaries) + '\n');
       else if (summaries.length === 0) process.stdout.write('No pending opt-outs.\n');
       else
         for (const s of summaries) {

@@ -8,6 +8,7 @@ import type { DryRunResult } from '../batch/run.js';
 import { checkMetricsPath, formatMetrics, writeMetricsFile } from '../report/metrics.js';
 import { formatSummary } from '../report/terminal.js';
 import { progressDisplay } from '../report/progress.js';
+import { terminalJson, terminalSafe } from '../text.js';
 import type { BatchSummary, Config, ProgressListener } from '../types.js';
 
 export interface CommonArgs {
@@ -63,7 +64,7 @@ export async function runCommand(
   // Whatever escapes is still one line and exit 4: the ledger holds every committed step, and the
   // next run closes the batch this one leaves behind.
   const crash = (err: unknown) => {
-    process.stderr.write(`d1-optout: internal error: ${redactText(err instanceof Error ? err.message : String(err))}; the next run resumes from the ledger\n`);
+    process.stderr.write(terminalSafe(`d1-optout: internal error: ${redactText(err instanceof Error ? err.message : String(err))}; the next run resumes from the ledger\n`));
     process.exit(EXIT.ABORTED);
   };
   process.on('uncaughtException', crash);
@@ -74,11 +75,11 @@ export async function runCommand(
     code = await body({ config, log, stop });
   } catch (err) {
     if (err instanceof JobError) {
-      process.stderr.write(`d1-optout: ${redactText(err.message)}\n`);
+      process.stderr.write(terminalSafe(`d1-optout: ${redactText(err.message)}\n`));
       if (log) logToFileOnly(log, 'error', err.message, { errorClass: err.errorClass, exitCode: err.exitCode });
       code = err.exitCode;
     } else {
-      process.stderr.write(`d1-optout: internal error: ${redactText((err as Error).message ?? String(err))}\n`);
+      process.stderr.write(terminalSafe(`d1-optout: internal error: ${redactText((err as Error).message ?? String(err))}\n`));
       if (log) logToFileOnly(log, 'error', 'internal error', { error: err });
       code = EXIT.ABORTED;
     }
@@ -117,7 +118,7 @@ export async function batchCommand(
   if (metricsFile !== undefined) checkMetricsPath(metricsFile);
   const result = await withProgress(args.quiet, env, start);
   const dryRun = 'dryRun' in result;
-  process.stdout.write((args.json ? JSON.stringify(result.summary, null, 2) : formatSummary(result.summary, { dryRun })) + '\n');
+  process.stdout.write((args.json ? terminalJson(result.summary) : formatSummary(result.summary, { dryRun })) + '\n');
   if (dryRun) return EXIT.OK;
   if (metricsFile !== undefined) writeMetrics(metricsFile, result.summary, result.exitCode, env.log);
   return result.exitCode;

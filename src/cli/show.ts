@@ -1,6 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { EXIT, UsageError } from '../errors.js';
 import { formatTimeline, loadTimelines } from '../report/timeline.js';
+import { terminalJson } from '../text.js';
 import { configOption, jsonOption, openReadonly, runCommand, type CommonArgs } from './shared.js';
 
 interface Args extends CommonArgs {
@@ -18,7 +19,7 @@ export const showModule: CommandModule<object, Args> = {
       try {
         const found = loadTimelines(ledger, args.id);
         if (found.length === 0) throw new UsageError(`${args.id} is not in the ledger: no batch has seen it as a card or a consumer`);
-        process.stdout.write((args.json ? JSON.stringify(found, null, 2) : formatTimeline(args.id, found)) + '\n');
+        process.stdout.write((args.json ? terminalJson(found) : formatTimeline(args.id, found)) + '\n');
         return EXIT.OK;
       } finally {
         ledger.close();

@@ -3,6 +3,7 @@ import { EXIT, UsageError } from '../errors.js';
 import { batchOverviews, formatStatus } from '../report/status.js';
 import { buildSummary } from '../report/summary.js';
 import { formatSummary } from '../report/terminal.js';
+import { terminalJson } from '../text.js';
 import { configOption, jsonOption, openReadonly, runCommand, type CommonArgs } from './shared.js';
 
 interface Args extends CommonArgs {
@@ -27,12 +28,12 @@ export const statusModule: CommandModule<object, Args> = {
         if (args.batch) {
           if (!ledger.batches.get(args.batch)) throw new UsageError(`no batch ${args.batch} in the ledger`);
           const s = buildSummary(ledger, args.batch, config.reportsDir);
-          process.stdout.write((args.json ? JSON.stringify(s, null, 2) : formatSummary(s)) + '\n');
+          process.stdout.write((args.json ? terminalJson(s) : formatSummary(s)) + '\n');
           return EXIT.OK;
         }
         const batches = batchOverviews(ledger, args.limit);
         const targets = ledger.targets.countByState();
-        process.stdout.write((args.json ? JSON.stringify({ batches, targets }, null, 2) : formatStatus(batches, targets)) + '\n');
+        process.stdout.write((args.json ? terminalJson({ batches, targets }) : formatStatus(batches, targets)) + '\n');
         return EXIT.OK;
       } finally {
         ledger.close();

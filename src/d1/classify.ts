@@ -1,4 +1,6 @@
+import { hasCardNumberWindow } from '../cards/pan.js';
 import { redactText } from '../log.js';
+import { oneLine } from '../text.js';
 import { parseRetryAfter } from '../throttle/backoff.js';
 import type { AnswerClass } from '../types.js';
 import { describeRedirect, isRedirect, type WireResponse } from './http.js';
@@ -13,22 +15,48 @@ export interface Classified {
 }
 
 const OPERATION_ID = /^[A-Za-z0-9_-]{1,64}$/;
+/**
+ * How much of D1's own texts the ledger keeps. D1's codes are short enumerations (d1-api.md §6)
+ * and its messages one sentence; a longer one is an echo or an error page, not information.
+ */
+export const D1_CODE_MAX = 64;
+export const D1_TEXT_MAX = 200;
 
 function str(v: unknown): string | null {
   return typeof v === 'string' && v !== '' ? v : null;
 }
 
 /**
- * Masks, then cuts: cutting first could leave part of a card number or token too short to be
- * recognised, and in clear. The generous first cut only bounds the work on a huge body.
+ * A text from D1 as the ledger keeps it (docs/design.md §14): D1 may echo what it was sent, and a
+ * proxy in front of it may answer anything, so its texts are untrusted like a card file. One line,
+ * no control characters (removed first, so that an ESC between digits cannot hide a card number),
+ * tokens and card numbers masked, at most `max` characters. Masks, then cuts: cutting first could
+ * leave part of a card number too short to be recognised, and in clear. The generous first cut
+ * only bounds the work on a huge body.
  */
-export function safeCut(text: string, max: number): string {
-  return redactText(text.slice(0, max + 1000)).slice(0, max);
+export function d1Text(text: string, max: number): string {
+  return redactText(oneLine(text.slice(0, max + 1000)).replace(/\s+/g, ' ').trim()).slice(0, max);
+}
+
+/** The same, for an optional string field of D1's JSON; null when it is missing or empty. */
+function d1Field(v: unknown, max: number): string | null {
+  const s = str(v);
+  return s === null ? null : d1Text(s, max) || null;
+}
+
+/**
+ * D1's operation id, kept as sent because it is asked for again, so only when it is one: an id of
+ * D1's pattern holding no card number. Anything else is as if D1 gave none (a PENDING answer without
+ * one is sent again by the next run).
+ */
+function operationIdOf(v: unknown): string | null {
+  const id = str(v);
+  return id !== null && OPERATION_ID.test(id) && !hasCardNumberWindow(id) ? id : null;
 }
 
 /** A short excerpt of a body that is not JSON, safe for a report: no token, no card number, one line. */
 function excerpt(body: string): string {
-  return safeCut(body.replace(/\s+/g, ' ').trim(), 100) || '(empty body)';
+  return d1Text(body, 100) || '(empty body)';
 }
 
 /**
@@ -43,17 +71,18 @@ export function classifyResponse(res: WireResponse, alreadyOptedOutCodes: readon
   } catch {
     json = null;
   }
-  const errorCode = json ? str(json['errorCode']) : null;
+  // The configured codes are compared with what D1 sent; the ledger keeps the cleaned code.
+  const rawCode = json ? str(json['errorCode']) : null;
+  const errorCode = json ? d1Field(rawCode, D1_CODE_MAX) : null;
   const base = {
-    operationId: json && str(json['operationId']) && OPERATION_ID.test(json['operationId'] as string) ? (json['operationId'] as string) : null,
-    operationStatus: json ? str(json['status']) : null,
+    operationId: json ? operationIdOf(json['operationId']) : null,
+    operationStatus: json ? d1Field(json['status'], D1_CODE_MAX) : null,
     errorCode,
-    // D1's texts are informational and may echo what they were sent: masked like everything else.
-    error: json ? (str(json['error']) ? safeCut(str(json['error'])!, 200) : null) : res.body ? excerpt(res.body) : null,
+    error: json ? d1Field(json['error'], D1_TEXT_MAX) : res.body ? excerpt(res.body) : null,
     retryAfterMs: null as number | null,
   };
 
-  if (errorCode && alreadyOptedOutCodes.includes(errorCode)) return { ...base, class: 'done' };
+  if (rawCode && alreadyOptedOutCodes.includes(rawCode)) return { ...base, class: 'done' };
 
   if (res.status >= 200 && res.status < 300) {
     if (!json) return { ...base, class: 'retryable', error: `HTTP ${res.status} with a body that is not JSON: ${excerpt(res.body)}` };

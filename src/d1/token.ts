@@ -2,7 +2,7 @@ import { randomUUID, type KeyObject } from 'node:crypto';
 import { SignJWT } from 'jose';
 import type { Clock } from '../throttle/clock.js';
 import { realClock } from '../throttle/clock.js';
-import { isRetryableStatus, safeCut } from './classify.js';
+import { D1_CODE_MAX, d1Text, isRetryableStatus } from './classify.js';
 import { describeRedirect, isRedirect, type Transport } from './http.js';
 
 /** The assertion lives 5 minutes: well inside D1's 15-minute ceiling, with room for clock skew. */
@@ -116,7 +116,7 @@ export class TokenProvider {
       // following it would hand the signed assertion to another host.
       throw new TokenError(true, res.status, `token endpoint answered ${describeRedirect(res)}: check d1.tokenUrl`);
     }
-    const detail = [typeof json.errorCode === 'string' ? json.errorCode : null, typeof json.error === 'string' ? safeCut(json.error, 120) : null]
+    const detail = [typeof json.errorCode === 'string' ? d1Text(json.errorCode, D1_CODE_MAX) : null, typeof json.error === 'string' ? d1Text(json.error, 120) : null]
       .filter(Boolean)
       .join(': ');
     const retryable = isRetryableStatus(res.status);

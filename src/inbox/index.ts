@@ -1,7 +1,7 @@
 // The inbox (docs/design.md §11): which arriving files a run takes, and where the files it has
 // done with go — the archive once their rows are in the ledger, the quarantine when they cannot
 // be read at all.
-import { inspectCardFile, maskCardNumbers } from '../cards/index.js';
+import { inspectCardFile, maskPath } from '../cards/index.js';
 import { CardFileError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Config, DeferredFile } from '../types.js';
@@ -41,7 +41,7 @@ export async function surveyInbox(dir: string, config: Config, log: Logger): Pro
       survey.ready.push(entry);
     } catch (err) {
       if (!(err instanceof CardFileError)) throw err;
-      if (!sameStamp(before, fileStamp(entry.path))) survey.deferred.push({ path: maskCardNumbers(entry.path), reason: 'changed-while-read' });
+      if (!sameStamp(before, fileStamp(entry.path))) survey.deferred.push({ path: maskPath(entry.path), reason: 'changed-while-read' });
       else survey.unreadable.push({ ...entry, problem: problemOf(err) });
     }
   }

@@ -1,6 +1,6 @@
 import { lstatSync, readdirSync, statSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
-import { maskCardNumbers } from '../cards/pan.js';
+import { maskPath } from '../cards/pan.js';
 import { UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Config, DeferredFile } from '../types.js';
@@ -35,7 +35,7 @@ export function kindOf(s: Stats): string {
  * nothing is opened. A symlink counts as what it points to; a dangling one is ignored.
  */
 function regularFile(path: string, log: Logger): Stats | null {
-  const shown = maskCardNumbers(path);
+  const shown = maskPath(path);
   let s: Stats;
   try {
     s = lstatSync(path);
@@ -79,12 +79,12 @@ export function listInbox(dir: string, input: Pick<Config['input'], 'settleSec' 
     if (input.doneMarker) {
       const marker = path + input.doneMarker;
       if (existsQuietly(marker)) listing.ready.push({ path, marker });
-      else listing.deferred.push({ path: maskCardNumbers(path), reason: 'no-marker' });
+      else listing.deferred.push({ path: maskPath(path), reason: 'no-marker' });
       continue;
     }
     const lastChange = Math.max(s.mtimeMs, s.ctimeMs);
     if (now - lastChange >= input.settleSec * 1000) listing.ready.push({ path, marker: null });
-    else listing.deferred.push({ path: maskCardNumbers(path), reason: 'settling' });
+    else listing.deferred.push({ path: maskPath(path), reason: 'settling' });
   }
   return listing;
 }

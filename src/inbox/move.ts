@@ -1,6 +1,6 @@
 import { chmodSync, closeSync, constants, copyFileSync, fsyncSync, linkSync, lstatSync, mkdirSync, openSync, unlinkSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { maskCardNumbers } from '../cards/pan.js';
+import { maskPath } from '../cards/pan.js';
 import type { Logger } from '../log.js';
 import type { QuarantinedFile } from '../types.js';
 import type { InboxEntry } from './list.js';
@@ -59,7 +59,7 @@ function moveMarker(entry: InboxEntry, folder: string, batchId: string, log: Log
   try {
     moveInto(folder, entry.marker, batchId);
   } catch (err) {
-    log.warn(`could not move the marker ${maskCardNumbers(entry.marker)} to ${folder} (${errCode(err)}); remove it by hand before the next delivery of that name`);
+    log.warn(`could not move the marker ${maskPath(entry.marker)} to ${folder} (${errCode(err)}); remove it by hand before the next delivery of that name`);
   }
 }
 
@@ -72,7 +72,7 @@ export function archiveFile(entry: InboxEntry, archive: string, batchId: string,
   try {
     moveInto(archive, entry.path, batchId);
   } catch (err) {
-    log.warn(`could not move ${maskCardNumbers(entry.path)} to the archive ${archive} (${errCode(err)}); it stays in the inbox and the next run skips it as already ingested`);
+    log.warn(`could not move ${maskPath(entry.path)} to the archive ${archive} (${errCode(err)}); it stays in the inbox and the next run skips it as already ingested`);
     return;
   }
   moveMarker(entry, archive, batchId, log);
@@ -90,14 +90,14 @@ export interface UnreadableFile extends InboxEntry {
  */
 export function quarantineFiles(files: readonly UnreadableFile[], folder: string | null, batchId: string, log: Logger): QuarantinedFile[] {
   return files.map((f) => {
-    const path = maskCardNumbers(f.path);
-    const reason = maskCardNumbers(f.problem);
+    const path = maskPath(f.path);
+    const reason = maskPath(f.problem);
     if (folder === null) return { path, reason, movedTo: null };
     try {
       const dest = moveInto(folder, f.path, batchId);
-      log.warn(`quarantined ${path} (${reason}): moved to ${maskCardNumbers(dest)}`);
+      log.warn(`quarantined ${path} (${reason}): moved to ${maskPath(dest)}`);
       moveMarker(f, folder, batchId, log);
-      return { path, reason, movedTo: maskCardNumbers(dest) };
+      return { path, reason, movedTo: maskPath(dest) };
     } catch (err) {
       log.error(`${path} cannot be read (${reason}) and could not be moved to the quarantine ${folder} (${errCode(err)}); it stays in the inbox`);
       return { path, reason, movedTo: null };

@@ -1,5 +1,12 @@
+import { maskPath } from '../cards/pan.js';
 import type { InputSummary } from '../types.js';
 import { nowIso, type Db } from './db.js';
+
+/**
+ * A file's path as the ledger keeps it, and so as every report, `show` and summary shows it: with
+ * anything card-number-like masked (docs/design.md §14). Only the archive keeps the name as is.
+ */
+const storedPath = maskPath;
 
 /** Input files: by content (sha256) across all batches, and the list each batch was given. */
 export class Files {
@@ -53,11 +60,11 @@ export class Files {
   }
 
   addInput(batchId: string, ord: number, path: string, sha256: string, seenBefore: boolean): void {
-    this.addInputStmt.run(batchId, ord, path, sha256, seenBefore ? 1 : 0);
+    this.addInputStmt.run(batchId, ord, storedPath(path), sha256, seenBefore ? 1 : 0);
   }
 
   startIngest(sha256: string, batchId: string, path: string): void {
-    this.startStmt.run(sha256, batchId, path);
+    this.startStmt.run(sha256, batchId, storedPath(path));
   }
 
   /** Marks the file ingested; call in the transaction that admits its rows. */

@@ -13,7 +13,9 @@ export class CsvFile<T extends object> {
   constructor(path: string, columns: readonly (keyof T & string)[]) {
     // Created new, never through a planted link or into someone else's file (docs/design.md §14).
     this.out = createWriteStream(path, { fd: createExclusiveFile(path, 0o600) });
-    this.csv = stringify({ header: true, columns: [...columns], eof: true });
+    // A cell starting with = + - @ tab or CR is a formula to a spreadsheet: rejects' raw and D1's
+    // texts come from outside, so every cell is escaped the OWASP way (a leading ').
+    this.csv = stringify({ header: true, columns: [...columns], eof: true, escape_formulas: true });
     // A full disk must fail the report, not crash the process with an unhandled 'error' event.
     const fail = (err: Error) => {
       this.error ??= new Error(`cannot write ${path}: ${err.message}`);

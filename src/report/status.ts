@@ -1,4 +1,5 @@
 import type { Ledger } from '../ledger/index.js';
+import { terminalSafe } from '../text.js';
 import { OUTCOMES, type BatchOverview, type Outcome } from '../types.js';
 import { formatCount, formatDuration, formatUtc, textTable } from './format.js';
 import { durationMs, outcomeCount, rowsOf } from './summary.js';
@@ -57,5 +58,5 @@ export function formatStatus(batches: readonly BatchOverview[], targets: Record<
     .join(' ');
   lines.push(`Targets in the ledger: ${states || 'none'}`);
   if (batches[0]) lines.push(`Details: d1-optout status --batch ${batches[0].id}`);
-  return lines.join('\n');
+  return terminalSafe(lines.join('\n'));
 }

@@ -1,3 +1,4 @@
+import { terminalSafe } from '../text.js';
 import { OUTCOMES, type BatchSummary, type Outcome } from '../types.js';
 import { formatCount, formatDuration, textTable } from './format.js';
 import { durationMs, outcomeCount } from './summary.js';
@@ -61,7 +62,8 @@ export function formatSummary(s: BatchSummary, opts: { dryRun?: boolean } = {}):
   if (sum(s.carriedOver) > 0) lines.push('', 'Carried over from earlier batches:', ...outcomeTable(s.carriedOver, 'Outcome', false).slice(1));
   if (!opts.dryRun) lines.push('', ...figures(s), '', `Report: ${s.reportDir}/report.html (with summary.json, results.csv, failures.csv, rejects.csv)`);
   if (!opts.dryRun) lines.push(...nextSteps(s).map((n) => `Next: ${n}`));
-  return lines.join('\n');
+  // File names and the abort reason come from outside the job.
+  return terminalSafe(lines.join('\n'));
 }
 
 /** What an operator should type after this batch, for the terminal summary and report.html alike. */

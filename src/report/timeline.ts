@@ -1,5 +1,6 @@
 import type { Ledger, ItemHistory, PruneMark } from '../ledger/index.js';
 import type { AttemptRecord, BatchKind, Scope, TargetRecord } from '../types.js';
+import { terminalSafe } from '../text.js';
 import { formatUtc, textTable } from './format.js';
 
 /** What `show ID` knows of one target. */
@@ -62,5 +63,6 @@ export function formatTimeline(id: string, found: readonly TargetTimeline[]): st
       if (rows.length) lines.push(...textTable(['', '', '', '', '', ''], rows, [false, false, false, false, false, false], '        ').slice(1));
     }
   }
-  return lines.join('\n');
+  // The id as typed, file names and D1's answers come from outside the job.
+  return terminalSafe(lines.join('\n'));
 }

@@ -61,6 +61,8 @@ export interface Scenario {
   tokenAnswer: SimAnswer | null;
   /** The `aud` every client assertion must carry; null (the default) does not look at `aud`. */
   assertionAudience: string | null;
+  /** Keep every request's URL (query included) and body in `calls`, for tests of what D1 is sent. */
+  recordRequests: boolean;
 }
 
 export const DEFAULT_PATHS: D1Paths = {
@@ -96,6 +98,7 @@ export function defaultScenario(): Scenario {
     pendingStatus: 'PENDING',
     tokenAnswer: null,
     assertionAudience: null,
+    recordRequests: false,
   };
 }
 
@@ -150,6 +153,9 @@ const CHECKS: Record<keyof Scenario, Check> = {
   },
   pendingStatus: (v, k) => {
     if (typeof v !== 'string' || v === '' || v === 'SUCCESSFUL' || v === 'FAILED') fail(k, 'a non-final status string');
+  },
+  recordRequests: (v, k) => {
+    if (typeof v !== 'boolean') fail(k, 'true or false');
   },
   quotaRps: (v, k) => {
     if (v !== null && (!isNum(v) || v <= 0)) fail(k, 'a number > 0, or null for no quota');

@@ -138,6 +138,7 @@ class Simulator {
     const call: SimCall = { at, method, path, key: null, status: 0, correlationId: header(req, 'x-correlation-id') };
     const body = await readBody(req);
     if (body === null) return this.answer(res, call, error(413, 'FIELD_INVALID_FORMAT', 'request body too large'));
+    if (this.scenario.recordRequests) Object.assign(call, { url: req.url ?? '', body });
     this.truth.settle();
 
     if (path === TOKEN_PATH && method === 'POST') return this.answer(res, call, this.token(req, body, at));

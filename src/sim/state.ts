@@ -28,6 +28,9 @@ export interface SimCall {
   status: number;
   /** As sent by the client, so a test can match the job's attempt rows to what D1 saw. */
   correlationId: string | null;
+  /** With the scenario's `recordRequests`: the request line's URL as sent, and the body. */
+  url?: string;
+  body?: string;
 }
 
 export interface SimState {
