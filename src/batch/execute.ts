@@ -34,5 +34,5 @@ export async function executeBatch(ctx: BatchContext): Promise<BatchResult> {
   }
   const lim = ctx.limiter.stats();
   const stats = { throttledMs: lim.throttledMs, lowestRps: lim.lowestRps, tokenRequests: ctx.client.tokens.requests, commits: ledger.committer.commits };
-  return finishBatch(ledger, batchId, ctx.config.reportsDir, ctx.stop.reason, stats);
+  return finishBatch(ledger, batchId, ctx.config.reportsDir, ctx.stop.reason, stats, log);
 }

@@ -1,8 +1,10 @@
 import { EXIT, type ExitCode } from '../errors.js';
 import type { Ledger } from '../ledger/index.js';
+import type { Logger } from '../log.js';
 import { buildSummary, completedStatus, hasFailures } from '../report/summary.js';
 import { writeReport } from '../report/write.js';
 import type { BatchStatus, BatchSummary } from '../types.js';
+import { logBatchClose } from './events.js';
 
 export interface BatchResult {
   summary: BatchSummary;
@@ -16,7 +18,7 @@ export function exitCodeFor(s: BatchSummary): ExitCode {
 
 /**
  * Closes a batch: fixes every item's outcome, sets the status, then writes the report from the
- * ledger. `abortReason` null means the batch ran to its end.
+ * ledger, and logs the batch's closing event. `abortReason` null means the batch ran to its end.
  */
 export async function finishBatch(
   ledger: Ledger,
@@ -24,6 +26,7 @@ export async function finishBatch(
   reportsDir: string,
   abortReason: string | null,
   stats: Record<string, unknown>,
+  log: Logger,
 ): Promise<BatchResult> {
   ledger.committer.flush();
   ledger.tx(() => {
@@ -33,5 +36,7 @@ export async function finishBatch(
   });
   const summary = buildSummary(ledger, batchId, reportsDir);
   await writeReport(ledger, summary);
-  return { summary, exitCode: exitCodeFor(summary) };
+  const exitCode = exitCodeFor(summary);
+  logBatchClose(log, summary, exitCode);
+  return { summary, exitCode };
 }

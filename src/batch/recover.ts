@@ -14,9 +14,16 @@ const RECENT = 5;
  * reached the ledger) is forgotten, so the next run reads it again from the start, and the report
  * is written.
  */
-export async function abortBatch(ledger: Ledger, batchId: string, reportsDir: string, reason: string, stats: Record<string, unknown>): Promise<{ result: BatchResult; discardedFiles: number }> {
+export async function abortBatch(
+  ledger: Ledger,
+  batchId: string,
+  reportsDir: string,
+  reason: string,
+  stats: Record<string, unknown>,
+  log: Logger,
+): Promise<{ result: BatchResult; discardedFiles: number }> {
   const discardedFiles = ledger.tx(() => ledger.files.discardHalfIngested(batchId));
-  return { result: await finishBatch(ledger, batchId, reportsDir, reason, stats), discardedFiles };
+  return { result: await finishBatch(ledger, batchId, reportsDir, reason, stats, log), discardedFiles };
 }
 
 /**
@@ -45,6 +52,7 @@ export async function recoverAbandoned(ledger: Ledger, reportsDir: string, log: 
       reportsDir,
       'the process running this batch stopped before finishing; its unfinished targets are carried over by the next run',
       b.stats,
+      log.child({ batchId: b.id }),
     );
     log.warn(`batch ${b.id} was left RUNNING by a process that died; marked ABORTED${discardedFiles ? ` (${discardedFiles} half-read file(s) will be read again)` : ''}`);
     recovered.push(b.id);

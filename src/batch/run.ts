@@ -8,6 +8,7 @@ import { buildSummary } from '../report/summary.js';
 import type { BatchSummary, Config, InputSummary, ProgressListener } from '../types.js';
 import { newBatchId } from './batch-id.js';
 import { NO_PROGRESS } from './context.js';
+import { logBatchStart } from './events.js';
 import { executeBatch } from './execute.js';
 import type { BatchResult } from './finish.js';
 import { ingestFiles } from './ingest.js';
@@ -133,7 +134,7 @@ export async function runBatch(
   try {
     const batchId = uniqueBatchId(session.ledger);
     const batchLog = log.child({ batchId });
-    batchLog.info(`batch ${batchId} started with ${files.length} input file(s)`);
+    logBatchStart(batchLog, batchId, 'run', null, `batch ${batchId} started with ${files.length} input file(s)`);
     const inbox = opts.inbox;
     try {
       await ingestAndPlan(session.ledger, batchId, files, config, batchLog, {
@@ -147,7 +148,7 @@ export async function runBatch(
       // batch is closed as ABORTED with what it has, and the next run picks up the rest.
       const reason = `reading the input stopped: ${(err as Error).message}`;
       batchLog.error(reason);
-      return (await abortBatch(session.ledger, batchId, config.reportsDir, reason, {})).result;
+      return (await abortBatch(session.ledger, batchId, config.reportsDir, reason, {}, batchLog)).result;
     }
     return await executeBatch(session.context(batchId, batchLog));
   } finally {
@@ -191,7 +192,7 @@ export async function rerunBatch(
     const batchId = uniqueBatchId(session.ledger);
     const batchLog = log.child({ batchId });
     const fresh = session.ledger.tx(() => plan(session.ledger, batchId, parentId));
-    batchLog.info(`rerun ${batchId} of batch ${parentId} started`);
+    logBatchStart(batchLog, batchId, 'rerun', parentId, `rerun ${batchId} of batch ${parentId} started`);
     progress.on({ type: 'batch', batchId });
     const ctx = session.context(batchId, batchLog);
     for (const pk of fresh) ctx.freshBudget.add(pk);

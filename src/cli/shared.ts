@@ -75,7 +75,7 @@ export async function runCommand(
   } catch (err) {
     if (err instanceof JobError) {
       process.stderr.write(`d1-optout: ${redactText(err.message)}\n`);
-      if (log) logToFileOnly(log, 'error', err.message, { errorClass: err.errorClass, exitCode: err.exitCode });
+      if (log) logRefusal(log, err);
       code = err.exitCode;
     } else {
       process.stderr.write(`d1-optout: internal error: ${redactText((err as Error).message ?? String(err))}\n`);
@@ -85,6 +85,16 @@ export async function runCommand(
   }
   if (log) await closeLogger(log);
   process.exit(code);
+}
+
+/**
+ * Exit 2 (nothing was done) and 3 (another run holds the lock) are `run.refused` in the log, so a
+ * night that never started a batch is as visible to a log shipper as one that failed.
+ */
+function logRefusal(log: Logger, err: JobError): void {
+  const refused = err.exitCode === EXIT.USAGE || err.exitCode === EXIT.LOCKED;
+  const level = err.exitCode === EXIT.LOCKED ? 'warn' : 'error';
+  logToFileOnly(log, level, err.message, { ...(refused ? { event: 'run.refused' } : {}), errorClass: err.errorClass, exitCode: err.exitCode });
 }
 
 /** Runs `fn` with the progress display the terminal (or its absence) calls for, gone before the summary prints. */
