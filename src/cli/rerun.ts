@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { rerunBatch } from '../batch/run.js';
-import { batchCommand, configOption, jsonOption, metricsOption, quietOption, runCommand, type CommonArgs } from './shared.js';
+import { batchCommand, configOption, metricsFileOf, jsonOption, metricsOption, quietOption, runCommand, type CommonArgs } from './shared.js';
 
 interface Args extends CommonArgs {
   batch?: string;
@@ -31,7 +31,7 @@ export const rerunModule: CommandModule<object, Args> = {
         return true;
       }) as never,
   handler: (args) =>
-    runCommand(args, { writesLog: !args['dry-run'] }, (env) =>
+    runCommand(args, { writesLog: !args['dry-run'], metricsFile: metricsFileOf(args) }, (env) =>
       batchCommand(args, env, (progress) =>
         rerunBatch(
           env.config,

@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { runBatch } from '../batch/run.js';
-import { batchCommand, configOption, jsonOption, metricsOption, quietOption, runCommand, type CommonArgs } from './shared.js';
+import { batchCommand, configOption, metricsFileOf, jsonOption, metricsOption, quietOption, runCommand, type CommonArgs } from './shared.js';
 
 interface Args extends CommonArgs {
   files?: string[];
@@ -36,7 +36,7 @@ export const runModule: CommandModule<object, Args> = {
         return true;
       }) as never,
   handler: (args) =>
-    runCommand(args, { writesLog: !args['dry-run'] }, (env) => {
+    runCommand(args, { writesLog: !args['dry-run'], metricsFile: metricsFileOf(args) }, (env) => {
       const inboxDir = args.inbox;
       return batchCommand(args, env, (progress) =>
         runBatch(

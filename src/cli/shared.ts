@@ -5,7 +5,7 @@ import { closeLogger, createLogger, logToFileOnly, redactText, type Logger } fro
 import { StopSignal } from '../batch/stop.js';
 import type { BatchResult } from '../batch/finish.js';
 import type { DryRunResult } from '../batch/run.js';
-import { checkMetricsPath, formatMetrics, writeMetricsFile } from '../report/metrics.js';
+import { checkMetricsPath, writeExitMetrics } from '../report/metrics.js';
 import { formatSummary } from '../report/terminal.js';
 import { progressDisplay } from '../report/progress.js';
 import type { BatchSummary, Config, ProgressListener } from '../types.js';
@@ -35,6 +35,8 @@ export interface CommandEnv {
   config: Config;
   log: Logger;
   stop: StopSignal;
+  /** The batch this command closed, once it has: what the metrics file reports. */
+  batch: BatchSummary | null;
 }
 
 /**
@@ -44,15 +46,25 @@ export interface CommandEnv {
  */
 export async function runCommand(
   args: CommonArgs,
-  opts: { writesLog: boolean },
+  opts: { writesLog: boolean; metricsFile?: string },
   body: (env: CommandEnv) => Promise<ExitCode>,
 ): Promise<never> {
   let log: Logger | null = null;
+  let env: CommandEnv | null = null;
   let code: ExitCode;
   const stop = new StopSignal();
+  // On every exit, 2 and 3 included, so that monitoring sees every night (docs/design.md §13).
+  const metricsOnExit = (exitCode: ExitCode) => {
+    if (opts.metricsFile === undefined) return;
+    writeExitMetrics(opts.metricsFile, env?.batch ?? null, exitCode, (m) => {
+      if (log) log.warn(m);
+      else process.stderr.write(`d1-optout: ${m}\n`);
+    });
+  };
   const onSignal = (sig: NodeJS.Signals) => {
     if (stop.stopped) {
       process.stderr.write(`d1-optout: second ${sig}, exiting now; the ledger is consistent and the next run resumes\n`);
+      metricsOnExit(EXIT.ABORTED);
       process.exit(EXIT.ABORTED);
     }
     stop.stop(`received ${sig}`);
@@ -64,6 +76,7 @@ export async function runCommand(
   // next run closes the batch this one leaves behind.
   const crash = (err: unknown) => {
     process.stderr.write(`d1-optout: internal error: ${redactText(err instanceof Error ? err.message : String(err))}; the next run resumes from the ledger\n`);
+    metricsOnExit(EXIT.ABORTED);
     process.exit(EXIT.ABORTED);
   };
   process.on('uncaughtException', crash);
@@ -71,7 +84,8 @@ export async function runCommand(
   try {
     const config = loadConfig(configPath(args.config));
     log = createLogger({ level: config.log.level, file: opts.writesLog ? config.log.file : null, console: true });
-    code = await body({ config, log, stop });
+    env = { config, log, stop, batch: null };
+    code = await body(env);
   } catch (err) {
     if (err instanceof JobError) {
       process.stderr.write(`d1-optout: ${redactText(err.message)}\n`);
@@ -83,6 +97,7 @@ export async function runCommand(
       code = EXIT.ABORTED;
     }
   }
+  metricsOnExit(code);
   if (log) await closeLogger(log);
   process.exit(code);
 }
@@ -116,7 +131,8 @@ export interface BatchCommandArgs {
 
 /**
  * What run and rerun share around their batch: the metrics path checked before anything is
- * done, progress while it runs, the summary on stdout, the metrics file, the exit code.
+ * done, progress while it runs, the summary on stdout, the exit code. The metrics file is
+ * written by runCommand on the way out, from `env.batch`.
  */
 export async function batchCommand(
   args: BatchCommandArgs,
@@ -129,17 +145,13 @@ export async function batchCommand(
   const dryRun = 'dryRun' in result;
   process.stdout.write((args.json ? JSON.stringify(result.summary, null, 2) : formatSummary(result.summary, { dryRun })) + '\n');
   if (dryRun) return EXIT.OK;
-  if (metricsFile !== undefined) writeMetrics(metricsFile, result.summary, result.exitCode, env.log);
+  env.batch = result.summary;
   return result.exitCode;
 }
 
-/** The run's work is done and in the ledger: a metrics file that cannot be written is a warning, not a failed run. */
-function writeMetrics(path: string, summary: BatchSummary, exitCode: ExitCode, log: Logger): void {
-  try {
-    writeMetricsFile(path, formatMetrics(summary, exitCode));
-  } catch (err) {
-    log.warn(`could not write the metrics file ${path}: ${(err as Error).message}`);
-  }
+/** The metrics file a batch command writes on exit: none for a dry run, which must leave no trace. */
+export function metricsFileOf(args: BatchCommandArgs): string | undefined {
+  return args['dry-run'] ? undefined : args['metrics-file'];
 }
 
 /** The ledger for a read-only command; a ledger that is missing or of another version is a usage error (exit 2). */
