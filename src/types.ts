@@ -253,6 +253,11 @@ export interface BatchSummary {
     /** The most requests (opt-outs and polls) started in any one calendar second. */
     peakRps: number;
   };
+  /**
+   * Lines reported FAILED_RETRYABLE whose target is still SUBMITTING for this batch: the process
+   * stopped while their request was in flight, so D1 may or may not have it (the next run resends).
+   */
+  inDoubt: number;
   reportDir: string;
 }
 
@@ -276,6 +281,14 @@ export interface BatchOverview {
   rows: BatchSummary['rows'];
   outcomes: Partial<Record<Outcome, number>>;
   carriedOver: Partial<Record<Outcome, number>>;
+  /** Of the FAILED_RETRYABLE counts, the targets still in doubt (see BatchSummary.inDoubt). */
+  inDoubt: number;
+}
+
+/** Cards QUEUED because their consumer's opt-out is PENDING at D1. */
+export interface WaitingCards {
+  consumerId: string;
+  cards: number;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ export const statusModule: CommandModule<object, Args> = {
         }
         const batches = batchOverviews(ledger, args.limit);
         const targets = ledger.targets.countByState();
-        process.stdout.write((args.json ? JSON.stringify({ batches, targets }, null, 2) : formatStatus(batches, targets)) + '\n');
+        const waiting = ledger.targets.waitingForConsumer();
+        process.stdout.write((args.json ? JSON.stringify({ batches, targets, waiting }, null, 2) : formatStatus(batches, targets, waiting)) + '\n');
         return EXIT.OK;
       } finally {
         ledger.close();

@@ -59,6 +59,7 @@ export class Items {
   private readonly carryOverFromStmt;
   private readonly permanentOfStmt;
   private readonly requeueCarriedStmt;
+  private readonly inDoubtStmt;
 
   constructor(private readonly db: Db) {
     // Targets this batch has no row for but an earlier batch left unfinished (DESIGN.md §3):
@@ -92,6 +93,11 @@ export class Items {
         WHERE batch_id = ? AND disposition IN ('SUBMIT', 'SKIPPED_PREVIOUSLY_FAILED') AND scope = 'CARD'
           AND (SELECT c.state FROM targets t JOIN targets c ON c.scope = 'CONSUMER' AND c.target_id = coalesce(items.consumer_id, t.consumer_id)
                 WHERE t.pk = items.target_pk) IN ('OPTED_OUT', 'PENDING')`,
+    );
+    // Still SUBMITTING for this batch: the process stopped between sending and recording the answer.
+    this.inDoubtStmt = db.prepare<[string], { n: number }>(
+      `SELECT count(*) AS n FROM items i ${TARGET_JOIN}
+        WHERE i.batch_id = ? AND i.disposition IN ('SUBMIT', 'POLL') AND t.state = 'SUBMITTING' AND t.last_batch_id = i.batch_id`,
     );
     this.freezeStmt = db.prepare(
       `UPDATE items SET outcome = (SELECT ${OUTCOME_SQL} FROM items i ${TARGET_JOIN} WHERE i.pk = items.pk)
@@ -160,6 +166,14 @@ export class Items {
    */
   coverCardsInBatch(batchId: string): number {
     return this.coverInBatchStmt.run(batchId).changes;
+  }
+
+  /**
+   * The batch's lines whose request may or may not have reached D1 (reported FAILED_RETRYABLE,
+   * as the next run sends them again): a killed batch's in-doubt targets.
+   */
+  inDoubt(batchId: string): number {
+    return this.inDoubtStmt.get(batchId)?.n ?? 0;
   }
 
   /** Fixes each item's outcome as of the end of the batch, so later batches do not rewrite its report. */

@@ -34,6 +34,7 @@ export function buildSummary(ledger: Ledger, batchId: string, reportsDir: string
       achievedRps: achievedRps(span.requests, span.first, span.last),
       peakRps,
     },
+    inDoubt: ledger.items.inDoubt(batchId),
     reportDir: join(reportsDir, batchId),
   };
 }

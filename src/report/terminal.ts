@@ -49,6 +49,9 @@ export function formatSummary(s: BatchSummary, opts: { dryRun?: boolean } = {}):
   for (const i of seen) lines.push(`  skipped ${i.path}: ingested by batch ${i.firstBatchId ?? '?'} (use --force to read it again)`);
   lines.push('', ...outcomeTable(s.outcomes, 'Outcome (input rows)', true));
   if (sum(s.carriedOver) > 0) lines.push('', 'Carried over from earlier batches:', ...outcomeTable(s.carriedOver, 'Outcome', false).slice(1));
+  if (s.inDoubt > 0) {
+    lines.push('', `In doubt: ${formatCount(s.inDoubt)} of the FAILED_RETRYABLE were in flight when the process stopped; D1 may have them (opt-out is final, so sending again is safe and the next run does)`);
+  }
   if (!opts.dryRun) lines.push('', ...figures(s), '', `Report: ${s.reportDir}/report.html (with summary.json, results.csv, failures.csv, rejects.csv)`);
   if (!opts.dryRun) lines.push(...nextSteps(s).map((n) => `Next: ${n}`));
   return lines.join('\n');
