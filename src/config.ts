@@ -20,6 +20,7 @@ export const DEFAULT_CONFIG: Config = {
     },
     timeoutMs: 10_000,
     alreadyOptedOutErrorCodes: [],
+    notEnrolledErrorCodes: [],
   },
   rate: {
     requestsPerSecond: 20,
@@ -230,6 +231,10 @@ function validate(c: Config, fromEnv: ReadonlySet<string>): void {
     }
   }
   positive('d1.timeoutMs', c.d1.timeoutMs);
+  const both = c.d1.notEnrolledErrorCodes.filter((code) => c.d1.alreadyOptedOutErrorCodes.includes(code));
+  if (both.length > 0) {
+    throw new UsageError(`config keys d1.alreadyOptedOutErrorCodes and d1.notEnrolledErrorCodes both list ${both.join(', ')}; an error code means one or the other`);
+  }
   positive('rate.requestsPerSecond', c.rate.requestsPerSecond, false);
   positive('rate.concurrency', c.rate.concurrency);
   positive('rate.maxAttempts', c.rate.maxAttempts);

@@ -9,7 +9,9 @@ export type TargetState =
   | 'PENDING'
   | 'OPTED_OUT'
   | 'FAILED_RETRYABLE'
-  | 'FAILED_PERMANENT';
+  | 'FAILED_PERMANENT'
+  /** Final: D1 said there is nothing to opt out (an errorCode of `d1.notEnrolledErrorCodes`). */
+  | 'NOT_ENROLLED';
 
 /** Why a valid row is not submitted in this batch (DESIGN.md §3, rules 1–4). */
 export type SkipDisposition =
@@ -17,7 +19,9 @@ export type SkipDisposition =
   | 'SKIPPED_ALREADY_OPTED_OUT'
   | 'SKIPPED_ALREADY_PENDING'
   | 'SKIPPED_COVERED_BY_CONSUMER'
-  | 'SKIPPED_PREVIOUSLY_FAILED';
+  | 'SKIPPED_PREVIOUSLY_FAILED'
+  /** The target is NOT_ENROLLED (an earlier batch learned it): nothing to send. */
+  | 'SKIPPED_NOT_ENROLLED';
 
 /** The outcome of one input row or carried-over target, as reported (DESIGN.md §4). */
 export type Outcome =
@@ -26,6 +30,8 @@ export type Outcome =
   | 'FAILED_RETRYABLE'
   | 'FAILED_PERMANENT'
   | 'NOT_ATTEMPTED'
+  /** D1 answered that the card or consumer is not enrolled in Click to Pay: final, not a failure. */
+  | 'NOT_ENROLLED'
   | SkipDisposition;
 
 export const OUTCOMES: readonly Outcome[] = [
@@ -39,6 +45,8 @@ export const OUTCOMES: readonly Outcome[] = [
   'SKIPPED_ALREADY_PENDING',
   'SKIPPED_COVERED_BY_CONSUMER',
   'SKIPPED_PREVIOUSLY_FAILED',
+  'NOT_ENROLLED',
+  'SKIPPED_NOT_ENROLLED',
 ];
 
 export const FAILURE_OUTCOMES: readonly Outcome[] = ['FAILED_RETRYABLE', 'FAILED_PERMANENT', 'NOT_ATTEMPTED'];
@@ -102,6 +110,8 @@ export interface Config {
     paths: D1Paths;
     timeoutMs: number;
     alreadyOptedOutErrorCodes: string[];
+    /** D1 errorCodes meaning "not enrolled in Click to Pay, nothing to opt out": outcome NOT_ENROLLED. */
+    notEnrolledErrorCodes: string[];
   };
   rate: {
     requestsPerSecond: number;
@@ -129,9 +139,10 @@ export interface Config {
  * How the job reads one D1 answer (DESIGN.md §8):
  * - `done`: opted out (SUCCESSFUL, or an error code configured as "already opted out");
  * - `pending`: accepted, final state to be polled with Get Operation;
+ * - `not-enrolled`: an error code configured as "not enrolled": nothing to opt out, final;
  * - `retryable`, `permanent`, `fatal`: the error classes.
  */
-export type AnswerClass = 'done' | 'pending' | 'retryable' | 'permanent' | 'fatal';
+export type AnswerClass = 'done' | 'pending' | 'retryable' | 'permanent' | 'fatal' | 'not-enrolled';
 
 export interface D1Answer {
   class: AnswerClass;

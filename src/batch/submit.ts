@@ -11,6 +11,8 @@ export function stateAfterAnswer(a: D1Answer, attemptsInAll: number, maxAcrossRu
       return 'OPTED_OUT';
     case 'pending':
       return 'PENDING';
+    case 'not-enrolled':
+      return 'NOT_ENROLLED';
     case 'permanent':
       return 'FAILED_PERMANENT';
     case 'fatal':

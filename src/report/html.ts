@@ -56,6 +56,7 @@ svg .carried { fill-opacity: .45; }
 .o-FAILED_PERMANENT { fill: #c62828; } .o-NOT_ATTEMPTED { fill: #795548; }
 .o-SKIPPED_DUPLICATE { fill: #90a4ae; } .o-SKIPPED_ALREADY_OPTED_OUT { fill: #607d8b; } .o-SKIPPED_ALREADY_PENDING { fill: #9e9d24; }
 .o-SKIPPED_COVERED_BY_CONSUMER { fill: #5c6bc0; } .o-SKIPPED_PREVIOUSLY_FAILED { fill: #8d6e63; }
+.o-NOT_ENROLLED { fill: #26a69a; } .o-SKIPPED_NOT_ENROLLED { fill: #80cbc4; }
 .legend span { margin-right: 14px; } .legend i { display: inline-block; width: 10px; height: 10px; margin-right: 5px; border-radius: 2px; }
 .legend .l-req { background: #4a7fc1; } .legend .l-429 { background: #d62728; } .legend .l-rows { background: #555; } .legend .l-carried { background: #555; opacity: .45; }
 .scroll { overflow-x: auto; }
@@ -117,6 +118,7 @@ function tiles(s: BatchSummary): string {
     tile('rows-valid', 'Valid rows', s.rows.valid, formatCount(s.rows.valid)),
     tile('rows-rejected', 'Rejected rows', s.rows.rejected, formatCount(s.rows.rejected), s.rows.rejected > 0 ? 'warn' : ''),
     tile('opted-out', 'Opted out', outcomeCount(s, 'OPTED_OUT'), formatCount(outcomeCount(s, 'OPTED_OUT')), 'good'),
+    tile('not-enrolled', 'Not enrolled (nothing to opt out)', outcomeCount(s, 'NOT_ENROLLED'), formatCount(outcomeCount(s, 'NOT_ENROLLED'))),
     tile('pending', 'Pending at D1', outcomeCount(s, 'PENDING'), formatCount(outcomeCount(s, 'PENDING')), outcomeCount(s, 'PENDING') > 0 ? 'warn' : ''),
     tile('failed', 'Failed or not attempted', failed, formatCount(failed), failed > 0 ? 'bad' : ''),
     tile('skipped', 'Skipped', skipped, formatCount(skipped)),
