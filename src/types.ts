@@ -269,6 +269,11 @@ export interface BatchSummary {
    * stopped while their request was in flight, so D1 may or may not have it (the next run resends).
    */
   inDoubt: number;
+  /**
+   * The later batch that finished everything this one left undone (failed, not attempted,
+   * pending): its "Next" steps are done. Null while anything is left, or when nothing was.
+   */
+  resolvedBy: string | null;
   reportDir: string;
 }
 
@@ -294,6 +299,8 @@ export interface BatchOverview {
   carriedOver: Partial<Record<Outcome, number>>;
   /** Of the FAILED_RETRYABLE counts, the targets still in doubt (see BatchSummary.inDoubt). */
   inDoubt: number;
+  /** See BatchSummary.resolvedBy. */
+  resolvedBy: string | null;
 }
 
 /** Cards QUEUED because their consumer's opt-out is PENDING at D1. */

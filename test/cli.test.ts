@@ -56,11 +56,13 @@ describe('d1-optout command line', () => {
     expect(status.code).toBe(0);
     const [header, ...rest] = status.stdout.split('\n');
     const rows = rest.slice(0, 2);
-    expect(header).toMatch(/^BATCH +KIND +PARENT +STARTED \(UTC\) +DURATION +STATUS +ROWS +REJECTED +OPTED_OUT +FAIL_RETRY +SKIP_DUP$/);
+    // The rerun finished what the run left: the run says by which batch.
+    expect(header).toMatch(/^BATCH +KIND +PARENT +STARTED \(UTC\) +DURATION +STATUS +ROWS +REJECTED +OPTED_OUT +FAIL_RETRY +SKIP_DUP +RESOLVED BY$/);
     expect(rows[0]).toMatch(new RegExp(`^${rerunId} +rerun +${batchId} +\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d +\\d+\\.\\d s +COMPLETED +0 +0 +1 +0 +0$`));
-    expect(rows[1]).toMatch(new RegExp(`^${batchId} +run +- +\\S+ \\S+ +\\d+\\.\\d s +COMPLETED_WITH_FAILURES +4 +1 +1 +1 +1$`));
+    expect(rows[1]).toMatch(new RegExp(`^${batchId} +run +- +\\S+ \\S+ +\\d+\\.\\d s +COMPLETED_WITH_FAILURES +4 +1 +1 +1 +1 +${rerunId}$`));
     // Aligned: text columns start, number columns end, where their heading does.
     const starts = ['BATCH', 'KIND', 'PARENT', 'STARTED', 'STATUS'].map((h) => header!.indexOf(h));
+    expect(rows[1]!.indexOf(rerunId)).toBe(header!.indexOf('RESOLVED BY'));
     const ends = ['DURATION', 'ROWS', 'REJECTED', 'OPTED_OUT', 'FAIL_RETRY', 'SKIP_DUP'].map((h) => header!.indexOf(h) + h.length);
     for (const row of rows) {
       for (const at of starts) expect(row![at - 1] ?? ' ', row).toBe(' ');

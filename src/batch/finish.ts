@@ -36,7 +36,26 @@ export async function finishBatch(
   });
   const summary = buildSummary(ledger, batchId, reportsDir);
   await writeReport(ledger, summary);
+  await rewriteResolved(ledger, batchId, reportsDir, log);
   const exitCode = exitCodeFor(summary);
   logBatchClose(log, summary, exitCode);
   return { summary, exitCode };
+}
+
+/**
+ * The earlier batches whose leftovers this batch finished get their report written again, so
+ * their report.html says "resolved by" instead of a "Next:" that has been done. A report that
+ * cannot be written again is a warning: this batch's own work and report are complete.
+ */
+async function rewriteResolved(ledger: Ledger, batchId: string, reportsDir: string, log: Logger): Promise<void> {
+  for (const earlier of ledger.items.leftBehindBy(batchId)) {
+    const s = buildSummary(ledger, earlier, reportsDir);
+    if (s.resolvedBy === null || s.status === 'RUNNING') continue;
+    try {
+      await writeReport(ledger, s);
+      log.info(`batch ${earlier} is resolved by ${s.resolvedBy}; its report is written again`);
+    } catch (err) {
+      log.warn(`batch ${earlier} is resolved by ${s.resolvedBy}, but its report in ${s.reportDir} cannot be written again (${(err as Error).message})`);
+    }
+  }
 }

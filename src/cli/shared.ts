@@ -4,7 +4,7 @@ import { Ledger } from '../ledger/index.js';
 import { closeLogger, createLogger, logToFileOnly, redactText, type Logger } from '../log.js';
 import { StopSignal } from '../batch/stop.js';
 import type { BatchResult } from '../batch/finish.js';
-import type { DryRunResult } from '../batch/run.js';
+import type { DryRunResult, NothingToRerun } from '../batch/run.js';
 import { checkMetricsPath, writeExitMetrics } from '../report/metrics.js';
 import { formatSummary } from '../report/terminal.js';
 import { progressDisplay } from '../report/progress.js';
@@ -137,11 +137,16 @@ export interface BatchCommandArgs {
 export async function batchCommand(
   args: BatchCommandArgs,
   env: CommandEnv,
-  start: (progress: ProgressListener) => Promise<BatchResult | DryRunResult>,
+  start: (progress: ProgressListener) => Promise<BatchResult | DryRunResult | NothingToRerun>,
 ): Promise<ExitCode> {
   const metricsFile = args['dry-run'] ? undefined : args['metrics-file'];
   if (metricsFile !== undefined) checkMetricsPath(metricsFile);
   const result = await withProgress(args.quiet, env, start);
+  if ('nothingToRerun' in result) {
+    const why = result.resolvedBy ? `batch ${result.resolvedBy} finished what it left` : 'it left nothing undone';
+    process.stdout.write(args.json ? JSON.stringify(result, null, 2) + '\n' : `Nothing to rerun in batch ${result.parentBatchId}: ${why}. No batch was created.\n`);
+    return EXIT.OK;
+  }
   const dryRun = 'dryRun' in result;
   process.stdout.write((args.json ? JSON.stringify(result.summary, null, 2) : formatSummary(result.summary, { dryRun })) + '\n');
   if (dryRun) return EXIT.OK;

@@ -341,6 +341,7 @@ export function renderReportHtml(d: HtmlReportData): string {
 <h1>Batch <span id="batch-id">${esc(s.batchId)}</span><span class="badge ${esc(s.status)}" id="status">${esc(s.status)}</span></h1>
 <div class="meta">${meta.map(esc).join(' · ')}</div>
 ${s.abortReason ? `<p class="abort">Aborted: ${esc(s.abortReason)}</p>` : ''}
+${s.resolvedBy ? `<p class="resolved" id="resolved-by">Resolved by batch ${esc(s.resolvedBy)}: every target this batch left undone has been finished since.</p>` : ''}
 </header>
 <section class="tiles" id="tiles">
 ${tiles(s)}

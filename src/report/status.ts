@@ -7,7 +7,7 @@ import { durationMs, outcomeCount, rowsOf } from './summary.js';
 export function batchOverviews(ledger: Ledger, limit: number): BatchOverview[] {
   return ledger.batches.list(limit).map((b) => {
     const { rows, carriedOver } = ledger.items.counts(b.id);
-    return { id: b.id, kind: b.kind, parent: b.parentId, startedAt: b.startedAt, endedAt: b.endedAt, durationMs: durationMs(b), status: b.status, rows: rowsOf(ledger.files.inputs(b.id)), outcomes: rows, carriedOver, inDoubt: ledger.items.inDoubt(b.id) };
+    return { id: b.id, kind: b.kind, parent: b.parentId, startedAt: b.startedAt, endedAt: b.endedAt, durationMs: durationMs(b), status: b.status, rows: rowsOf(ledger.files.inputs(b.id)), outcomes: rows, carriedOver, inDoubt: ledger.items.inDoubt(b.id), resolvedBy: ledger.items.resolvedBy(b.id) };
   });
 }
 
@@ -41,7 +41,8 @@ export function formatStatus(batches: readonly BatchOverview[], targets: Record<
     const count = (b: BatchOverview, o: Outcome) => outcomeCount(b, o) - (o === 'FAILED_RETRYABLE' ? b.inDoubt : 0);
     const shown = OUTCOMES.filter((o) => batches.some((b) => count(b, o) > 0));
     const doubt = batches.some((b) => b.inDoubt > 0);
-    const header = ['BATCH', 'KIND', 'PARENT', 'STARTED (UTC)', 'DURATION', 'STATUS', 'ROWS', 'REJECTED', ...shown.map((o) => SHORT[o]), ...(doubt ? ['IN_DOUBT'] : [])];
+    const resolved = batches.some((b) => b.resolvedBy !== null);
+    const header = ['BATCH', 'KIND', 'PARENT', 'STARTED (UTC)', 'DURATION', 'STATUS', 'ROWS', 'REJECTED', ...shown.map((o) => SHORT[o]), ...(doubt ? ['IN_DOUBT'] : []), ...(resolved ? ['RESOLVED BY'] : [])];
     const rows = batches.map((b) => [
       b.id,
       b.kind,
@@ -53,9 +54,11 @@ export function formatStatus(batches: readonly BatchOverview[], targets: Record<
       formatCount(b.rows.rejected),
       ...shown.map((o) => formatCount(count(b, o))),
       ...(doubt ? [formatCount(b.inDoubt)] : []),
+      ...(resolved ? [b.resolvedBy ?? ''] : []),
     ]);
-    lines.push(...textTable(header, rows, header.map((_, i) => i >= 4 && i !== 5)));
+    lines.push(...textTable(header, rows, header.map((h, i) => i >= 4 && i !== 5 && h !== 'RESOLVED BY')));
     const legend = shown.filter((o) => SHORT[o] !== o).map((o) => `${SHORT[o]}=${o}`);
+    if (resolved) legend.push('RESOLVED BY=the later batch that finished what this one left undone');
     if (doubt) legend.push('IN_DOUBT=stopped while its request was in flight (D1 may have it; the next run sends it again)');
     if (legend.length) lines.push('', `Columns: ${legend.join(', ')}; counts include carried-over targets.`);
   }

@@ -35,6 +35,7 @@ export function buildSummary(ledger: Ledger, batchId: string, reportsDir: string
       peakRps,
     },
     inDoubt: ledger.items.inDoubt(batchId),
+    resolvedBy: ledger.items.resolvedBy(batchId),
     reportDir: join(reportsDir, batchId),
   };
 }

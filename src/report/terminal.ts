@@ -43,6 +43,7 @@ export function formatSummary(s: BatchSummary, opts: { dryRun?: boolean } = {}):
   const ms = durationMs(s);
   lines.push(`Batch ${s.batchId} (${s.kind}${s.parentBatchId ? ` of ${s.parentBatchId}` : ''}): ${opts.dryRun ? 'planned' : s.status}${ms === null ? '' : ` in ${formatDuration(ms)}`}`);
   if (s.abortReason) lines.push(`Aborted: ${s.abortReason}`);
+  if (s.resolvedBy) lines.push(`Resolved by ${s.resolvedBy}: every target this batch left undone has been finished by that later batch`);
   const read = s.inputs.filter((i) => !i.seenBefore);
   const seen = s.inputs.filter((i) => i.seenBefore);
   lines.push(`Inputs: ${read.length} file(s) read${seen.length ? `, ${seen.length} already ingested before and skipped` : ''}; rows ${s.rows.total} = ${s.rows.valid} valid + ${s.rows.rejected} rejected`);
@@ -64,6 +65,7 @@ export function nextSteps(s: BatchSummary): string[] {
   const permanent = both('FAILED_PERMANENT');
   const pending = both('PENDING');
   const steps: string[] = [];
+  if (s.resolvedBy) return [`nothing to do: batch ${s.resolvedBy} finished what this batch left. d1-optout status lists the recent batches.`];
   if (retryable > 0) steps.push(`${retryable} to retry: d1-optout rerun --batch ${s.batchId}`);
   if (permanent > 0) steps.push(`${permanent} failed permanently (see failures.csv); after fixing: d1-optout rerun --batch ${s.batchId} --include-permanent`);
   if (pending > 0) steps.push(`${pending} still pending at D1: d1-optout poll --batch ${s.batchId}`);
