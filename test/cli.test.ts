@@ -70,7 +70,8 @@ describe('d1-optout command line', () => {
       for (const at of ends) expect([row![at - 1] !== ' ', row![at] ?? ' '], row).toEqual([true, ' ']);
     }
     expect(status.stdout).toContain('FAIL_RETRY=FAILED_RETRYABLE');
-    expect(status.stdout).toContain(`Details: d1-optout status --batch ${rerunId}`);
+    expect(status.stdout).toContain(`status --batch ${rerunId} --config ${world.configFile}`);
+    expect(status.stdout).toMatch(new RegExp(`^Details: \\S+ \\S+ status --batch ${rerunId} --config `, 'm'));
     const json = JSON.parse((await runCli(['status', '--json', '--config', world.configFile])).stdout) as { batches: { id: string; parent: string | null; durationMs: number }[] };
     expect(json.batches.map((b) => [b.id, b.parent])).toEqual([[rerunId, batchId], [batchId, null]]);
     expect(json.batches[0]!.durationMs).toBeGreaterThanOrEqual(0);
@@ -90,7 +91,7 @@ describe('d1-optout command line', () => {
     world = await makeWorld({ scenario: { fail5xxRate: 1 }, config: { rate: { maxAttempts: 1 } } });
     const run = await runCli(['run', '--config', world.configFile, world.file('a.csv', csv(HEADER, ['CARD-F,,CLOSED,']))]);
     expect(run.code).toBe(1);
-    expect(run.stdout).toMatch(/Next: 1 to retry: d1-optout rerun --batch \S+/);
+    expect(run.stdout).toMatch(/Next: 1 to retry: \S+ \S+main\.js rerun --batch \S+ --config \S+/);
   });
 
   it('exit 2: an unknown config key, named in one line; no ledger created, no call made', async () => {

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Ledger } from '../ledger/index.js';
+import { commandLine } from '../report/command-line.js';
 import { buildSummary } from '../report/summary.js';
 import { writeReport } from '../report/write.js';
 import type { Logger } from '../log.js';
@@ -41,7 +42,7 @@ export async function recoverAbandoned(ledger: Ledger, reportsDir: string, log: 
       log.warn(`the report of batch ${b.id} was incomplete (the process was stopped while writing it); written again`);
     } catch (err) {
       // A broken report folder must not keep every later night from running.
-      log.warn(`the report of batch ${b.id} in ${dir} is incomplete and cannot be written again (${(err as Error).message}); run d1-optout report --batch ${b.id} once the folder is fixed`);
+      log.warn(`the report of batch ${b.id} in ${dir} is incomplete and cannot be written again (${(err as Error).message}); run ${commandLine('report', '--batch', b.id)} once the folder is fixed`);
     }
   }
   const recovered: string[] = [];

@@ -5,6 +5,7 @@ import { closeLogger, createLogger, logToFileOnly, redactText, type Logger } fro
 import { StopSignal } from '../batch/stop.js';
 import type { BatchResult } from '../batch/finish.js';
 import type { DryRunResult, NothingToRerun } from '../batch/run.js';
+import { setCommandConfig } from '../report/command-line.js';
 import { checkMetricsPath, writeExitMetrics } from '../report/metrics.js';
 import { formatSummary } from '../report/terminal.js';
 import { progressDisplay } from '../report/progress.js';
@@ -82,7 +83,9 @@ export async function runCommand(
   process.on('uncaughtException', crash);
   process.on('unhandledRejection', crash);
   try {
-    const config = loadConfig(configPath(args.config));
+    const file = configPath(args.config);
+    const config = loadConfig(file);
+    setCommandConfig(file);
     log = createLogger({ level: config.log.level, file: opts.writesLog ? config.log.file : null, console: true });
     env = { config, log, stop, batch: null };
     code = await body(env);

@@ -3,6 +3,7 @@ import type { RejectLine } from '../ledger/index.js';
 import { FAILURE_OUTCOMES, OUTCOMES, type BatchSummary, type RequestSecond, type ResultLine } from '../types.js';
 import { formatCount, formatDuration, formatUtc } from './format.js';
 import { durationMs, outcomeCount } from './summary.js';
+import { cliExecutable, commandLine } from './command-line.js';
 import { nextSteps } from './terminal.js';
 
 /** Rows of the failures and rejects tables; the CSV files beside the page have them all. */
@@ -275,7 +276,7 @@ function failuresSection(d: HtmlReportData): string {
   ] as [string, string?][]);
   return (
     `<section id="failures"><h2>Failures (${formatCount(d.failuresTotal)})</h2>` +
-    `<p class="note">Retryable ones and those not attempted go again with <code>d1-optout rerun --batch ${esc(d.summary.batchId)}</code>; give the correlation id to Thales support when asking about a request.</p>` +
+    `<p class="note">Retryable ones and those not attempted go again with <code>${esc(commandLine('rerun', '--batch', d.summary.batchId))}</code>; give the correlation id to Thales support when asking about a request.</p>` +
     shownOf(d.failures.length, d.failuresTotal, 'failures.csv') +
     table(
       'failures-table',
@@ -320,9 +321,10 @@ export function renderReportHtml(d: HtmlReportData): string {
     s.endedAt ? `ended ${formatUtc(s.endedAt)} UTC` : 'still running',
     ms === null ? '' : `took ${formatDuration(ms)}`,
   ].filter(Boolean);
+  const cli = cliExecutable();
   const next = nextSteps(s)
     .map((step) => {
-      const at = step.indexOf('d1-optout ');
+      const at = step.indexOf(cli);
       return at < 0 ? `<li>${esc(step)}</li>` : `<li>${esc(step.slice(0, at))}<code>${esc(step.slice(at))}</code></li>`;
     })
     .join('');

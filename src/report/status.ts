@@ -1,5 +1,6 @@
 import type { Ledger } from '../ledger/index.js';
 import { OUTCOMES, type BatchOverview, type Outcome, type WaitingCards } from '../types.js';
+import { commandLine } from './command-line.js';
 import { formatCount, formatDuration, formatUtc, textTable } from './format.js';
 import { durationMs, outcomeCount, rowsOf } from './summary.js';
 
@@ -67,6 +68,6 @@ export function formatStatus(batches: readonly BatchOverview[], targets: Record<
     .join(' ');
   lines.push(`Targets in the ledger: ${states || 'none'}`);
   for (const w of waiting) lines.push(`  ${formatCount(w.cards)} card(s) QUEUED, waiting for consumer ${w.consumerId} (its opt-out is PENDING at D1)`);
-  if (batches[0]) lines.push(`Details: d1-optout status --batch ${batches[0].id}`);
+  if (batches[0]) lines.push(`Details: ${commandLine('status', '--batch', batches[0].id)}`);
   return lines.join('\n');
 }

@@ -1,5 +1,6 @@
 import { OUTCOMES, type BatchSummary, type Outcome } from '../types.js';
 import { formatCount, formatDuration, textTable } from './format.js';
+import { commandLine } from './command-line.js';
 import { durationMs, outcomeCount } from './summary.js';
 
 type Counts = Partial<Record<Outcome, number>>;
@@ -58,17 +59,20 @@ export function formatSummary(s: BatchSummary, opts: { dryRun?: boolean } = {}):
   return lines.join('\n');
 }
 
-/** What an operator should type after this batch, for the terminal summary and report.html alike. */
+/**
+ * What an operator should type after this batch, for the terminal summary and report.html alike.
+ * Each step ends with a command that runs as printed (see commandLine).
+ */
 export function nextSteps(s: BatchSummary): string[] {
   const both = (o: Outcome) => outcomeCount(s, o);
   const retryable = both('FAILED_RETRYABLE') + both('NOT_ATTEMPTED');
   const permanent = both('FAILED_PERMANENT');
   const pending = both('PENDING');
   const steps: string[] = [];
-  if (s.resolvedBy) return [`nothing to do: batch ${s.resolvedBy} finished what this batch left. d1-optout status lists the recent batches.`];
-  if (retryable > 0) steps.push(`${retryable} to retry: d1-optout rerun --batch ${s.batchId}`);
-  if (permanent > 0) steps.push(`${permanent} failed permanently (see failures.csv); after fixing: d1-optout rerun --batch ${s.batchId} --include-permanent`);
-  if (pending > 0) steps.push(`${pending} still pending at D1: d1-optout poll --batch ${s.batchId}`);
-  if (steps.length === 0) steps.push('nothing to do. d1-optout status lists the recent batches.');
+  if (s.resolvedBy) return [`nothing to do: batch ${s.resolvedBy} finished what this batch left. Recent batches: ${commandLine('status')}`];
+  if (retryable > 0) steps.push(`${retryable} to retry: ${commandLine('rerun', '--batch', s.batchId)}`);
+  if (permanent > 0) steps.push(`${permanent} failed permanently (see failures.csv); after fixing: ${commandLine('rerun', '--batch', s.batchId, '--include-permanent')}`);
+  if (pending > 0) steps.push(`${pending} still pending at D1: ${commandLine('poll', '--batch', s.batchId)}`);
+  if (steps.length === 0) steps.push(`nothing to do. Recent batches: ${commandLine('status')}`);
   return steps;
 }
