@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Cron entry: every card file in the configured inbox → run → archive. Extra flags pass through
-// (e.g. --config, --json); the exit code is the run's (DESIGN.md §5), for the scheduler.
+// (e.g. --config, --json, or --inbox/--archive instead of the config's); the exit code is the
+// run's (DESIGN.md §5), for the scheduler.
 import { hideBin } from 'yargs/helpers';
 import { cli } from '../src/cli/cli.js';
 import { configPath, loadConfig } from '../src/config.js';
@@ -19,7 +20,14 @@ function metricsFileArg(): string | undefined {
 
 try {
   const config = loadConfig(configPath(flag >= 0 ? args[flag + 1] : undefined));
-  await cli(['run', '--inbox', config.inbox, '--archive', config.archive, ...args]);
+  // An --inbox or --archive given here wins over the config's: given twice, yargs would make it a list.
+  const given = (flag: string) => args.some((a) => a === flag || a.startsWith(`${flag}=`));
+  await cli([
+    'run',
+    ...(given('--inbox') ? [] : ['--inbox', config.inbox]),
+    ...(given('--archive') ? [] : ['--archive', config.archive]),
+    ...args,
+  ]);
 } catch (err) {
   process.stderr.write(`d1-optout nightly: ${(err as Error).message}\n`);
   const code = err instanceof JobError ? err.exitCode : EXIT.USAGE;
