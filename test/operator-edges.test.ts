@@ -48,4 +48,14 @@ describe('operator edges', () => {
     expect(existsSync(join(archive, 'a.csv'))).toBe(true);
     expect(world.sim.state().optOutCalls['CARD:CARD-IN1']).toBe(1);
   });
+
+  it('every command\'s --help works without any config, with exit codes, environment variables and an example', async () => {
+    for (const cmd of ['run', 'rerun', 'poll', 'status', 'show', 'report', 'sim']) {
+      const r = await node([join(ROOT, 'dist', 'src', 'cli', 'main.js'), cmd, '--help'], { D1_OPTOUT_CONFIG: join(ROOT, 'no-such-config.json') });
+      expect(r.code, cmd).toBe(0);
+      expect(r.stdout, cmd).toMatch(new RegExp(`Examples:\\n +d1-optout ${cmd}\\b`));
+      expect(r.stdout, cmd).toMatch(/Exit codes: 0 completed, 1 completed with failures[\s\S]*4 aborted/);
+      expect(r.stdout, cmd).toMatch(/D1_OPTOUT_CONFIG[\s\S]*D1_PRIVATE_KEY_FILE/);
+    }
+  });
 });

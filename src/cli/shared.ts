@@ -11,6 +11,14 @@ import { formatSummary } from '../report/terminal.js';
 import { progressDisplay } from '../report/progress.js';
 import type { BatchSummary, Config, ProgressListener } from '../types.js';
 
+/** The end of every command's --help: what the exit codes mean and what the environment may set. */
+export const HELP_EPILOGUE = [
+  'Exit codes: 0 completed, 1 completed with failures (see failures.csv), 2 usage/config/input error (nothing done),',
+  '3 another run holds the ledger lock, 4 aborted (the next run or rerun resumes).',
+  'Environment: D1_OPTOUT_CONFIG (config file when --config is not given), D1_PRIVATE_KEY_FILE, D1_PRIVATE_KEY_PASSPHRASE,',
+  'D1_TLS_CERT_FILE, D1_TLS_KEY_FILE, D1_TLS_KEY_PASSPHRASE, D1_TLS_CA_FILE, D1_ISSUER_ID, D1_KEY_ID (override the config).',
+].join('\n');
+
 export interface CommonArgs {
   config?: string;
   json?: boolean;

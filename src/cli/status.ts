@@ -3,7 +3,7 @@ import { EXIT, UsageError } from '../errors.js';
 import { batchOverviews, formatStatus } from '../report/status.js';
 import { buildSummary } from '../report/summary.js';
 import { formatSummary } from '../report/terminal.js';
-import { configOption, jsonOption, openReadonly, runCommand, type CommonArgs } from './shared.js';
+import { HELP_EPILOGUE, configOption, jsonOption, openReadonly, runCommand, type CommonArgs } from './shared.js';
 
 interface Args extends CommonArgs {
   batch?: string;
@@ -19,7 +19,7 @@ export const statusModule: CommandModule<object, Args> = {
       batch: { type: 'string', describe: 'show this batch in detail' },
       limit: { type: 'number', default: 10, describe: 'how many recent batches to list' },
       ...jsonOption,
-    }) as never,
+    }).example('$0 status', 'the recent batches at a glance').example('$0 status --batch 2026-11-30T0200-ab12', "one batch's summary and what to type next").epilogue(HELP_EPILOGUE) as never,
   handler: (args) =>
     runCommand(args, { writesLog: false }, async ({ config }) => {
       const ledger = openReadonly(config.ledger);
