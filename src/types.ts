@@ -335,6 +335,11 @@ export type ProgressEvent =
   | { type: 'to-send'; targets: number }
   /** One target has its answer for this batch, retries included. */
   | { type: 'sent'; d1: RequestCounters }
+  /**
+   * One D1 answer (429s excluded: they are the limiter's); a display names the failure class
+   * while D1 keeps failing, so an outage reads as one in the progress lines.
+   */
+  | { type: 'answer'; failed: boolean; what: string | null }
   /** More PENDING operations to poll. */
   | { type: 'to-poll'; operations: number }
   /** One Get Operation answer; `settled` when the operation is final. */

@@ -50,6 +50,11 @@ export function recordAnswer(ctx: BatchContext, t: TargetRecord, a: D1Answer, st
   if (a.class === 'fatal') ctx.stop.stop(a.error ?? 'D1 refused our credentials');
   // A 429 is the limiter's business, not a sign that D1 is down.
   else if (a.httpStatus !== 429) ctx.breaker.record(a.class === 'retryable' ? 'failure' : 'ok', what, ctx.log);
+  if (a.httpStatus !== 429) {
+    const failed = a.class === 'retryable' || a.class === 'fatal';
+    const words = [a.httpStatus ? `HTTP ${a.httpStatus}` : a.sent ? 'no answer:' : 'not sent:', a.errorCode, a.httpStatus ? null : a.error].filter(Boolean).join(' ');
+    ctx.progress.on({ type: 'answer', failed, what: failed ? words : null });
+  }
   if ((a.class === 'retryable' && a.httpStatus !== 429) || a.class === 'permanent') {
     ctx.log.warn(`${kind === 'OPT_OUT' ? 'opt-out' : 'poll'} of ${t.scope} ${t.targetId} failed (${a.class}): ${what ?? 'no answer'}; now ${state}`, {
       event: 'target.failed',
