@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Cron entry: every card file in the configured inbox → run → archive, then (with
-// retention.days set) prune. Extra flags pass through (e.g. --config, --json); the exit code is
-// the run's (DESIGN.md §5), for the scheduler.
+// retention.days set) prune. Extra flags pass through (e.g. --config, --json, or --inbox/--archive
+// instead of the config's); the exit code is the run's (DESIGN.md §5), for the scheduler.
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { hideBin } from 'yargs/helpers';
@@ -10,19 +10,40 @@ import { configPath, loadConfig } from '../src/config.js';
 import { EXIT, JobError } from '../src/errors.js';
 import { Ledger } from '../src/ledger/index.js';
 import { redactText } from '../src/log.js';
+import { writeExitMetrics } from '../src/report/metrics.js';
 import { terminalSafe } from '../src/text.js';
 import type { Config } from '../src/types.js';
 
 const args = hideBin(process.argv);
 const flag = args.indexOf('--config');
 const startedAt = new Date().toISOString();
+
+/** `--metrics-file F` or `--metrics-file=F`, as yargs would read it. */
+function metricsFileArg(): string | undefined {
+  const i = args.indexOf('--metrics-file');
+  if (i >= 0) return args[i + 1];
+  return args.find((a) => a.startsWith('--metrics-file='))?.slice('--metrics-file='.length);
+}
+
 try {
   const config = loadConfig(configPath(flag >= 0 ? args[flag + 1] : undefined));
   if (config.retention.days > 0 && !args.includes('--dry-run')) pruneWhenDone(config);
-  await cli(['run', '--inbox', config.inbox, '--archive', config.archive, ...args]);
+  // An --inbox or --archive given here wins over the config's: given twice, yargs would make it a list.
+  const given = (flag: string) => args.some((a) => a === flag || a.startsWith(`${flag}=`));
+  await cli([
+    'run',
+    ...(given('--inbox') ? [] : ['--inbox', config.inbox]),
+    ...(given('--archive') ? [] : ['--archive', config.archive]),
+    ...args,
+  ]);
 } catch (err) {
-  process.stderr.write(terminalSafe(`d1-optout nightly: ${redactText((err as Error).message)}\n`));
-  process.exit(err instanceof JobError ? err.exitCode : EXIT.USAGE);
+  const say = (m: string) => process.stderr.write(terminalSafe(`d1-optout nightly: ${redactText(m)}\n`));
+  say((err as Error).message);
+  const code = err instanceof JobError ? err.exitCode : EXIT.USAGE;
+  // A config that cannot be loaded is a refused night too: monitoring must see it.
+  const metrics = metricsFileArg();
+  if (metrics !== undefined) writeExitMetrics(metrics, null, code, say);
+  process.exit(code);
 }
 
 /**

@@ -21,6 +21,7 @@ export const DEFAULT_CONFIG: Config = {
     timeoutMs: 10_000,
     alreadyOptedOutErrorCodes: [],
     assertionAudience: '',
+    notEnrolledErrorCodes: [],
   },
   rate: {
     requestsPerSecond: 20,
@@ -59,6 +60,23 @@ const ENV_OVERRIDES: ReadonlyArray<[string, (c: Config, v: string) => void]> = [
   ['D1_ISSUER_ID', (c, v) => (c.d1.issuerId = v)],
   ['D1_KEY_ID', (c, v) => (c.d1.keyId = v)],
 ];
+
+/** The file paths that the environment may set, by config key. */
+const ENV_OF_KEY: Readonly<Record<string, string>> = {
+  'd1.privateKeyFile': 'D1_PRIVATE_KEY_FILE',
+  'd1.tls.certFile': 'D1_TLS_CERT_FILE',
+  'd1.tls.keyFile': 'D1_TLS_KEY_FILE',
+  'd1.tls.caFile': 'D1_TLS_CA_FILE',
+};
+
+/**
+ * How an error names a config key whose value is `value`: with the environment variable that set
+ * it when it came from there (the operator looks for it in the environment, not in the file).
+ */
+export function configKeyName(key: string, value: string, env: NodeJS.ProcessEnv = process.env): string {
+  const envName = ENV_OF_KEY[key];
+  return envName !== undefined && env[envName] === value ? `${envName} (config key ${key})` : `config key ${key}`;
+}
 
 /** Where the config comes from: `--config`, else `$D1_OPTOUT_CONFIG`, else `./d1-optout.config.json`. */
 export function configPath(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
@@ -252,6 +270,10 @@ function validate(c: Config, fromEnv: ReadonlySet<string>): void {
     }
   }
   positive('d1.timeoutMs', c.d1.timeoutMs);
+  const both = c.d1.notEnrolledErrorCodes.filter((code) => c.d1.alreadyOptedOutErrorCodes.includes(code));
+  if (both.length > 0) {
+    throw new UsageError(`config keys d1.alreadyOptedOutErrorCodes and d1.notEnrolledErrorCodes both list ${both.join(', ')}; an error code means one or the other`);
+  }
   positive('rate.requestsPerSecond', c.rate.requestsPerSecond, false);
   positive('rate.concurrency', c.rate.concurrency);
   atMost('requestsPerSecond', c.rate.requestsPerSecond, c.rate.allowAboveLimits);

@@ -9,7 +9,9 @@ export type TargetState =
   | 'PENDING'
   | 'OPTED_OUT'
   | 'FAILED_RETRYABLE'
-  | 'FAILED_PERMANENT';
+  | 'FAILED_PERMANENT'
+  /** Final: D1 said there is nothing to opt out (an errorCode of `d1.notEnrolledErrorCodes`). */
+  | 'NOT_ENROLLED';
 
 /** Why a valid row is not submitted in this batch (DESIGN.md §3, rules 1–4). */
 export type SkipDisposition =
@@ -17,7 +19,9 @@ export type SkipDisposition =
   | 'SKIPPED_ALREADY_OPTED_OUT'
   | 'SKIPPED_ALREADY_PENDING'
   | 'SKIPPED_COVERED_BY_CONSUMER'
-  | 'SKIPPED_PREVIOUSLY_FAILED';
+  | 'SKIPPED_PREVIOUSLY_FAILED'
+  /** The target is NOT_ENROLLED (an earlier batch learned it): nothing to send. */
+  | 'SKIPPED_NOT_ENROLLED';
 
 /** The outcome of one input row or carried-over target, as reported (DESIGN.md §4). */
 export type Outcome =
@@ -26,6 +30,8 @@ export type Outcome =
   | 'FAILED_RETRYABLE'
   | 'FAILED_PERMANENT'
   | 'NOT_ATTEMPTED'
+  /** D1 answered that the card or consumer is not enrolled in Click to Pay: final, not a failure. */
+  | 'NOT_ENROLLED'
   | SkipDisposition;
 
 export const OUTCOMES: readonly Outcome[] = [
@@ -39,6 +45,8 @@ export const OUTCOMES: readonly Outcome[] = [
   'SKIPPED_ALREADY_PENDING',
   'SKIPPED_COVERED_BY_CONSUMER',
   'SKIPPED_PREVIOUSLY_FAILED',
+  'NOT_ENROLLED',
+  'SKIPPED_NOT_ENROLLED',
 ];
 
 export const FAILURE_OUTCOMES: readonly Outcome[] = ['FAILED_RETRYABLE', 'FAILED_PERMANENT', 'NOT_ATTEMPTED'];
@@ -104,6 +112,8 @@ export interface Config {
     alreadyOptedOutErrorCodes: string[];
     /** The assertion's `aud` claim; '' (the default) sends none, as D1 documents `aud` as optional. */
     assertionAudience: string;
+    /** D1 errorCodes meaning "not enrolled in Click to Pay, nothing to opt out": outcome NOT_ENROLLED. */
+    notEnrolledErrorCodes: string[];
   };
   rate: {
     requestsPerSecond: number;
@@ -146,9 +156,10 @@ export interface Config {
  * How the job reads one D1 answer (DESIGN.md §8):
  * - `done`: opted out (SUCCESSFUL, or an error code configured as "already opted out");
  * - `pending`: accepted, final state to be polled with Get Operation;
+ * - `not-enrolled`: an error code configured as "not enrolled": nothing to opt out, final;
  * - `retryable`, `permanent`, `fatal`: the error classes.
  */
-export type AnswerClass = 'done' | 'pending' | 'retryable' | 'permanent' | 'fatal';
+export type AnswerClass = 'done' | 'pending' | 'retryable' | 'permanent' | 'fatal' | 'not-enrolled';
 
 export interface D1Answer {
   class: AnswerClass;
@@ -298,6 +309,16 @@ export interface BatchSummary {
     /** The most requests (opt-outs and polls) started in any one calendar second. */
     peakRps: number;
   };
+  /**
+   * Lines reported FAILED_RETRYABLE whose target is still SUBMITTING for this batch: the process
+   * stopped while their request was in flight, so D1 may or may not have it (the next run resends).
+   */
+  inDoubt: number;
+  /**
+   * The later batch that finished everything this one left undone (failed, not attempted,
+   * pending): its "Next" steps are done. Null while anything is left, or when nothing was.
+   */
+  resolvedBy: string | null;
   reportDir: string;
 }
 
@@ -323,6 +344,16 @@ export interface BatchOverview {
   carriedOver: Partial<Record<Outcome, number>>;
   /** When `prune` removed the batch's rows and D1 requests (its outcome counts went with them); null while kept whole. */
   prunedAt: string | null;
+  /** Of the FAILED_RETRYABLE counts, the targets still in doubt (see BatchSummary.inDoubt). */
+  inDoubt: number;
+  /** See BatchSummary.resolvedBy. */
+  resolvedBy: string | null;
+}
+
+/** Cards QUEUED because their consumer's opt-out is PENDING at D1. */
+export interface WaitingCards {
+  consumerId: string;
+  cards: number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -351,6 +382,11 @@ export type ProgressEvent =
   | { type: 'to-send'; targets: number }
   /** One target has its answer for this batch, retries included. */
   | { type: 'sent'; d1: RequestCounters }
+  /**
+   * One D1 answer (429s excluded: they are the limiter's); a display names the failure class
+   * while D1 keeps failing, so an outage reads as one in the progress lines.
+   */
+  | { type: 'answer'; failed: boolean; what: string | null }
   /** More PENDING operations to poll. */
   | { type: 'to-poll'; operations: number }
   /** One Get Operation answer; `settled` when the operation is final. */

@@ -56,11 +56,13 @@ describe('d1-optout command line', () => {
     expect(status.code).toBe(0);
     const [header, ...rest] = status.stdout.split('\n');
     const rows = rest.slice(0, 2);
-    expect(header).toMatch(/^BATCH +KIND +PARENT +STARTED \(UTC\) +DURATION +STATUS +ROWS +REJECTED +OPTED_OUT +FAIL_RETRY +SKIP_DUP$/);
+    // The rerun finished what the run left: the run says by which batch.
+    expect(header).toMatch(/^BATCH +KIND +PARENT +STARTED \(UTC\) +DURATION +STATUS +ROWS +REJECTED +OPTED_OUT +FAIL_RETRY +SKIP_DUP +RESOLVED BY$/);
     expect(rows[0]).toMatch(new RegExp(`^${rerunId} +rerun +${batchId} +\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d +\\d+\\.\\d s +COMPLETED +0 +0 +1 +0 +0$`));
-    expect(rows[1]).toMatch(new RegExp(`^${batchId} +run +- +\\S+ \\S+ +\\d+\\.\\d s +COMPLETED_WITH_FAILURES +4 +1 +1 +1 +1$`));
+    expect(rows[1]).toMatch(new RegExp(`^${batchId} +run +- +\\S+ \\S+ +\\d+\\.\\d s +COMPLETED_WITH_FAILURES +4 +1 +1 +1 +1 +${rerunId}$`));
     // Aligned: text columns start, number columns end, where their heading does.
     const starts = ['BATCH', 'KIND', 'PARENT', 'STARTED', 'STATUS'].map((h) => header!.indexOf(h));
+    expect(rows[1]!.indexOf(rerunId)).toBe(header!.indexOf('RESOLVED BY'));
     const ends = ['DURATION', 'ROWS', 'REJECTED', 'OPTED_OUT', 'FAIL_RETRY', 'SKIP_DUP'].map((h) => header!.indexOf(h) + h.length);
     for (const row of rows) {
       for (const at of starts) expect(row![at - 1] ?? ' ', row).toBe(' ');
@@ -68,7 +70,8 @@ describe('d1-optout command line', () => {
       for (const at of ends) expect([row![at - 1] !== ' ', row![at] ?? ' '], row).toEqual([true, ' ']);
     }
     expect(status.stdout).toContain('FAIL_RETRY=FAILED_RETRYABLE');
-    expect(status.stdout).toContain(`Details: d1-optout status --batch ${rerunId}`);
+    expect(status.stdout).toContain(`status --batch ${rerunId} --config ${world.configFile}`);
+    expect(status.stdout).toMatch(new RegExp(`^Details: \\S+ \\S+ status --batch ${rerunId} --config `, 'm'));
     const json = JSON.parse((await runCli(['status', '--json', '--config', world.configFile])).stdout) as { batches: { id: string; parent: string | null; durationMs: number }[] };
     expect(json.batches.map((b) => [b.id, b.parent])).toEqual([[rerunId, batchId], [batchId, null]]);
     expect(json.batches[0]!.durationMs).toBeGreaterThanOrEqual(0);
@@ -88,7 +91,7 @@ describe('d1-optout command line', () => {
     world = await makeWorld({ scenario: { fail5xxRate: 1 }, config: { rate: { maxAttempts: 1 } } });
     const run = await runCli(['run', '--config', world.configFile, world.file('a.csv', csv(HEADER, ['CARD-F,,CLOSED,']))]);
     expect(run.code).toBe(1);
-    expect(run.stdout).toMatch(/Next: 1 to retry: d1-optout rerun --batch \S+/);
+    expect(run.stdout).toMatch(/Next: 1 to retry: \S+ \S+main\.js rerun --batch \S+ --config \S+/);
   });
 
   it('exit 2: an unknown config key, named in one line; no ledger created, no call made', async () => {

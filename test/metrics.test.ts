@@ -1,9 +1,11 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import parsePrometheusTextFormat, { type PromFamily } from 'parse-prometheus-text-format';
 import { describe, expect, it } from 'vitest';
 import { OUTCOMES, type BatchSummary } from '../src/types.js';
-import { csv, makeWorld, runCli, type World, closeWorldsAfterEach } from './helpers.js';
+import { CLI, ROOT, csv, makeWorld, optOutCalls, runCli, type World, closeWorldsAfterEach } from './helpers.js';
 
 // --metrics-file: the Prometheus textfile-collector format, read back with a real parser of it.
 const HEADER = 'card_id,consumer_id,reason,scope';
@@ -123,5 +125,55 @@ describe('--metrics-file', () => {
     const dry = await runCli(['run', '--dry-run', '--config', world.configFile, '--metrics-file', path, a]);
     expect(dry.code).toBe(0);
     expect(existsSync(path)).toBe(false);
+  });
+
+  it('every exit writes the file, 2 and 3 included; the last success is carried over by every run that did not succeed', async () => {
+    world = await makeWorld({ scenario: { latencyMs: 100, unknownIds: ['CARD-404'] }, config: { rate: { requestsPerSecond: 5, concurrency: 1 } } });
+    const w = world;
+    const path = join(w.dir, 'd1_optout.prom');
+    const success = () => value(families(path), 'last_success_timestamp_seconds');
+    const exitCode = () => value(families(path), 'last_run_exit_code');
+
+    // No success yet: 0, so a staleness alert fires for a job that never succeeded.
+    expect((await runCli(['run', '--config', w.configFile, '--metrics-file', path, join(w.dir, 'missing.csv')])).code).toBe(2);
+    expect(exitCode()).toBe(2);
+    expect(success()).toBe(0);
+    // A refused run has no batch: no batch figures that would belong to an older batch.
+    expect(families(path).has('d1_optout_last_run_info')).toBe(false);
+    expect(value(families(path), 'last_run_end_timestamp_seconds')).toBeGreaterThan(Date.now() / 1000 - 60);
+
+    const ok = await runCli(['run', '--json', '--config', w.configFile, '--metrics-file', path, w.file('a.csv', csv(HEADER, ['CARD-1,,CLOSED,']))]);
+    expect(ok.code).toBe(0);
+    const okAt = Date.parse(summaryOf(ok.stdout).endedAt!) / 1000;
+    expect(success()).toBe(okAt);
+    expect(exitCode()).toBe(0);
+
+    // Exit 1 (a batch with failures is no success), 2 (bad input; a config that cannot be loaded,
+    // by the CLI and by the nightly job) keep it.
+    expect((await runCli(['run', '--config', w.configFile, '--metrics-file', path, w.file('f.csv', csv(HEADER, ['CARD-404,,CLOSED,']))])).code).toBe(1);
+    expect([exitCode(), success()]).toEqual([1, okAt]);
+    expect((await runCli(['run', '--config', w.configFile, '--metrics-file', path, w.file('bad.csv', 'no header\u0000')])).code).toBe(2);
+    expect([exitCode(), success()]).toEqual([2, okAt]);
+    expect((await runCli(['run', '--config', join(w.dir, 'no-config.json'), '--metrics-file', path, join(w.dir, 'a.csv')])).code).toBe(2);
+    expect([exitCode(), success()]).toEqual([2, okAt]);
+    const nightly = await new Promise<number | null>((resolve) => {
+      const child = spawn(process.execPath, [join(ROOT, 'dist', 'jobs', 'nightly-optout.js'), '--config', join(w.dir, 'no-config.json'), '--metrics-file', path]);
+      child.on('close', resolve);
+    });
+    expect(nightly).toBe(2);
+    expect([exitCode(), success()]).toEqual([2, okAt]);
+
+    // Exit 3 while another run holds the lock; exit 4 when that holder is stopped by SIGTERM.
+    const holder = spawn(process.execPath, [CLI, 'run', '--config', w.configFile, '--metrics-file', path, w.file('b.csv', csv(HEADER, Array.from({ length: 30 }, (_, i) => `CARD-H${i},,CLOSED,`)))]);
+    while (optOutCalls(w.sim) < 3) await new Promise((r) => setTimeout(r, 20));
+    expect((await runCli(['run', '--config', w.configFile, '--metrics-file', path, w.file('c.csv', csv(HEADER, ['CARD-C,,CLOSED,']))])).code).toBe(3);
+    expect([exitCode(), success()]).toEqual([3, okAt]);
+    holder.kill('SIGTERM');
+    const [code] = (await once(holder, 'exit')) as [number];
+    expect(code).toBe(4);
+    const fams = families(path);
+    expect(value(fams, 'last_run_exit_code')).toBe(4);
+    expect(value(fams, 'last_success_timestamp_seconds')).toBe(okAt);
+    expect(value(fams, 'last_run_status', { status: 'ABORTED' })).toBe(1);
   });
 });

@@ -59,6 +59,32 @@ describe('ProgressBoard', () => {
 });
 
 describe('progress off a terminal (cron)', () => {
+  it('names what D1 answers while it keeps failing, and stops once it answers again', () => {
+    const board = new ProgressBoard(() => 0);
+    board.on({ type: 'to-send', targets: 10 });
+    for (let i = 0; i < 3; i++) board.on({ type: 'answer', failed: true, what: 'HTTP 503 SERVICE_UNAVAILABLE' });
+    expect(board.describe('send')).toMatch(/; D1 failing: 3 in a row, last HTTP 503 SERVICE_UNAVAILABLE$/);
+    board.on({ type: 'answer', failed: true, what: 'no answer: timeout after 2000 ms' });
+    expect(board.describe('send')).toMatch(/; D1 failing: 4 in a row, last no answer: timeout after 2000 ms$/);
+    board.on({ type: 'answer', failed: false, what: null });
+    expect(board.describe('send')).not.toContain('failing');
+  });
+
+  it('during an outage the progress lines off a terminal say D1 is failing, and how', async () => {
+    world = await makeWorld({
+      scenario: { outages: [{ startMs: 0, endMs: 600_000 }] },
+      config: { rate: { concurrency: 1, maxAttempts: 100 }, abort: { maxConsecutiveFailures: 100_000 }, log: { level: 'info', progressEverySec: 1 } },
+    });
+    const child = spawn(process.execPath, [CLI, 'run', '--config', world.configFile, world.file('a.csv', csv(HEADER, cards('CARD-O', 5)))]);
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    while (!/ sending: .*D1 failing/.test(stderr)) await new Promise((r) => setTimeout(r, 50));
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('close', r));
+    // The outage refuses the token too: nothing leaves, and the line says why.
+    expect(stderr).toMatch(/ progress \[\S+\] sending: 0\/5 targets .*; D1 failing: \d+ in a row, last not sent: token endpoint answered HTTP 503 \(SERVICE_UNAVAILABLE/m);
+  });
+
   it('run and poll write one progress line every log.progressEverySec to stderr and the log; --quiet writes none', async () => {
     world = await makeWorld({
       scenario: { pendingRate: 1, pendingDelayMs: 3500 },

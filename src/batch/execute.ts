@@ -27,6 +27,10 @@ export async function executeBatch(ctx: BatchContext): Promise<BatchResult> {
     ctx.progress.on({ type: 'to-send', targets: stillToSend(ctx) });
     await submitScope(ctx, 'CARD');
     await pollPending(ctx, ctx.config.pending.maxWaitMs);
+    // A consumer that was PENDING when its cards were covered may have finished while polled:
+    // its cards are settled now, not left QUEUED until the next batch starts (docs/design.md §13).
+    ledger.committer.flush();
+    ledger.tx(() => ledger.targets.settleCoveredCards(null));
   } catch (err) {
     // The ledger holds every committed step; record the abort and let the next run resume.
     ctx.stop.stop(`internal error: ${(err as Error).message}`);
@@ -34,5 +38,5 @@ export async function executeBatch(ctx: BatchContext): Promise<BatchResult> {
   }
   const lim = ctx.limiter.stats();
   const stats = { throttledMs: lim.throttledMs, lowestRps: lim.lowestRps, tokenRequests: ctx.client.tokens.requests, commits: ledger.committer.commits };
-  return finishBatch(ledger, batchId, ctx.config.reportsDir, ctx.stop.reason, stats);
+  return finishBatch(ledger, batchId, ctx.config.reportsDir, ctx.stop.reason, stats, log);
 }

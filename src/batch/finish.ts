@@ -1,8 +1,10 @@
 import { EXIT, type ExitCode } from '../errors.js';
 import type { Ledger } from '../ledger/index.js';
+import type { Logger } from '../log.js';
 import { buildSummary, completedStatus, hasFailures } from '../report/summary.js';
 import { writeReport } from '../report/write.js';
 import type { BatchStatus, BatchSummary } from '../types.js';
+import { logBatchClose } from './events.js';
 
 export interface BatchResult {
   summary: BatchSummary;
@@ -16,7 +18,7 @@ export function exitCodeFor(s: BatchSummary): ExitCode {
 
 /**
  * Closes a batch: fixes every item's outcome, sets the status, then writes the report from the
- * ledger. `abortReason` null means the batch ran to its end.
+ * ledger, and logs the batch's closing event. `abortReason` null means the batch ran to its end.
  */
 export async function finishBatch(
   ledger: Ledger,
@@ -24,6 +26,7 @@ export async function finishBatch(
   reportsDir: string,
   abortReason: string | null,
   stats: Record<string, unknown>,
+  log: Logger,
 ): Promise<BatchResult> {
   ledger.committer.flush();
   ledger.tx(() => {
@@ -33,5 +36,26 @@ export async function finishBatch(
   });
   const summary = buildSummary(ledger, batchId, reportsDir);
   await writeReport(ledger, summary);
-  return { summary, exitCode: exitCodeFor(summary) };
+  await rewriteResolved(ledger, batchId, reportsDir, log);
+  const exitCode = exitCodeFor(summary);
+  logBatchClose(log, summary, exitCode);
+  return { summary, exitCode };
+}
+
+/**
+ * The earlier batches whose leftovers this batch finished get their report written again, so
+ * their report.html says "resolved by" instead of a "Next:" that has been done. A report that
+ * cannot be written again is a warning: this batch's own work and report are complete.
+ */
+async function rewriteResolved(ledger: Ledger, batchId: string, reportsDir: string, log: Logger): Promise<void> {
+  for (const earlier of ledger.items.leftBehindBy(batchId)) {
+    const s = buildSummary(ledger, earlier, reportsDir);
+    if (s.resolvedBy === null || s.status === 'RUNNING') continue;
+    try {
+      await writeReport(ledger, s);
+      log.info(`batch ${earlier} is resolved by ${s.resolvedBy}; its report is written again`);
+    } catch (err) {
+      log.warn(`batch ${earlier} is resolved by ${s.resolvedBy}, but its report in ${s.reportDir} cannot be written again (${(err as Error).message})`);
+    }
+  }
 }

@@ -7,6 +7,7 @@ const PAGE = 500;
 /** What a Get Operation answer means for a PENDING target, and the note to keep with it. */
 function stateAfterPoll(a: D1Answer, t: TargetRecord, maxAcrossRuns: number): { state: TargetState; note?: string } {
   if (a.class === 'done') return { state: 'OPTED_OUT' };
+  if (a.class === 'not-enrolled') return { state: 'NOT_ENROLLED' };
   if (a.class === 'retryable' && a.httpStatus >= 200 && a.httpStatus < 300) {
     // D1 finished the operation as FAILED: the next run sends the opt-out again, within the cap.
     return t.attempts >= maxAcrossRuns

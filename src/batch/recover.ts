@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type { Ledger } from '../ledger/index.js';
+import { commandLine } from '../report/command-line.js';
 import { buildSummary } from '../report/summary.js';
 import { removeLeftovers, reportInterrupted, writeReport } from '../report/write.js';
 import type { Logger } from '../log.js';
@@ -13,9 +14,16 @@ const RECENT = 5;
  * reached the ledger) is forgotten, so the next run reads it again from the start, and the report
  * is written.
  */
-export async function abortBatch(ledger: Ledger, batchId: string, reportsDir: string, reason: string, stats: Record<string, unknown>): Promise<{ result: BatchResult; discardedFiles: number }> {
+export async function abortBatch(
+  ledger: Ledger,
+  batchId: string,
+  reportsDir: string,
+  reason: string,
+  stats: Record<string, unknown>,
+  log: Logger,
+): Promise<{ result: BatchResult; discardedFiles: number }> {
   const discardedFiles = ledger.tx(() => ledger.files.discardHalfIngested(batchId));
-  return { result: await finishBatch(ledger, batchId, reportsDir, reason, stats), discardedFiles };
+  return { result: await finishBatch(ledger, batchId, reportsDir, reason, stats, log), discardedFiles };
 }
 
 /**
@@ -34,7 +42,7 @@ export async function recoverAbandoned(ledger: Ledger, reportsDir: string, log: 
       log.warn(`the report of batch ${b.id} was incomplete (the process was stopped while writing it); written again`);
     } catch (err) {
       // A broken report folder must not keep every later night from running.
-      log.warn(`the report of batch ${b.id} in ${dir} is incomplete and cannot be written again (${(err as Error).message}); run d1-optout report --batch ${b.id} once the folder is fixed`);
+      log.warn(`the report of batch ${b.id} in ${dir} is incomplete and cannot be written again (${(err as Error).message}); run ${commandLine('report', '--batch', b.id)} once the folder is fixed`);
     }
   }
   const recovered: string[] = [];
@@ -45,6 +53,7 @@ export async function recoverAbandoned(ledger: Ledger, reportsDir: string, log: 
       reportsDir,
       'the process running this batch stopped before finishing; its unfinished targets are carried over by the next run',
       b.stats,
+      log.child({ batchId: b.id }),
     );
     log.warn(`batch ${b.id} was left RUNNING by a process that died; marked ABORTED${discardedFiles ? ` (${discardedFiles} half-read file(s) will be read again)` : ''}`);
     recovered.push(b.id);

@@ -27,6 +27,8 @@ export async function pollCommand(
     if (opts.batch !== null && !ledger.batches.get(opts.batch)) throw new UsageError(`no batch ${opts.batch} in the ledger (see d1-optout status)`);
     await Promise.all(owners.map((b) => pollPending(session.context(b, log.child({ batchId: b })), opts.waitMs)));
     ledger.committer.flush();
+    // Cards that waited for a consumer whose opt-out just finished are done with it.
+    ledger.tx(() => ledger.targets.settleCoveredCards(null));
     const summaries: BatchSummary[] = [];
     for (const b of owners) {
       const batch = ledger.batches.get(b);

@@ -9,6 +9,7 @@ import { buildSummary } from '../report/summary.js';
 import type { BatchSummary, Config, InboxOutcome, ProgressListener } from '../types.js';
 import { newBatchId } from './batch-id.js';
 import { NO_PROGRESS } from './context.js';
+import { logBatchStart } from './events.js';
 import { executeBatch } from './execute.js';
 import type { BatchResult } from './finish.js';
 import { ingestFiles } from './ingest.js';
@@ -33,6 +34,21 @@ export interface RunOptions {
 export interface DryRunResult {
   dryRun: true;
   summary: BatchSummary;
+}
+
+/** `rerun` of a batch that has nothing left to do: no batch is created (exit 0). */
+export interface NothingToRerun {
+  nothingToRerun: true;
+  parentBatchId: string;
+  /** The later batch that finished what the parent left, if one did. */
+  resolvedBy: string | null;
+}
+
+/** Thrown inside the planning transaction so that an empty rerun leaves no batch behind. */
+class EmptyRerun extends Error {
+  constructor(readonly result: NothingToRerun) {
+    super(`nothing to rerun in batch ${result.parentBatchId}`);
+  }
 }
 
 function statIfAny(path: string): Stats | null {
@@ -180,7 +196,7 @@ export async function runBatch(
     const input = await runInput(opts, config, log);
     const batchId = uniqueBatchId(session.ledger);
     const batchLog = log.child({ batchId });
-    batchLog.info(`batch ${batchId} started with ${input.files.length} input file(s)`);
+    logBatchStart(batchLog, batchId, 'run', null, `batch ${batchId} started with ${input.files.length} input file(s)`);
     try {
       await ingestAndPlan(session.ledger, batchId, input, config, batchLog, { force: opts.force, carry, moveFiles: true, progress });
     } catch (err) {
@@ -188,7 +204,7 @@ export async function runBatch(
       // batch is closed as ABORTED with what it has, and the next run picks up the rest.
       const reason = `reading the input stopped: ${(err as Error).message}`;
       batchLog.error(reason);
-      return (await abortBatch(session.ledger, batchId, config.reportsDir, reason, {})).result;
+      return (await abortBatch(session.ledger, batchId, config.reportsDir, reason, {}, batchLog)).result;
     }
     return await executeBatch(session.context(batchId, batchLog));
   } finally {
@@ -210,7 +226,7 @@ export async function rerunBatch(
   log: Logger,
   stop: StopSignal,
   progress: ProgressListener = NO_PROGRESS,
-): Promise<BatchResult | DryRunResult> {
+): Promise<BatchResult | DryRunResult | NothingToRerun> {
   const pickParent = (ledger: Ledger): string => {
     const parent = opts.last ? ledger.batches.last() : opts.batch ? ledger.batches.get(opts.batch) : undefined;
     if (!parent) throw new UsageError(opts.last ? 'there is no batch to rerun yet' : `no batch ${opts.batch ?? ''} in the ledger (see d1-optout status)`);
@@ -220,19 +236,34 @@ export async function rerunBatch(
     ledger.batches.create(batchId, 'rerun', parentId);
     ledger.targets.settleCoveredCards(null);
     const permanentBefore = new Set(opts.includePermanent ? ledger.items.permanentTargetsOf(parentId) : []);
-    planBatch(ledger, batchId, { kind: 'parent', parentId, includePermanent: opts.includePermanent });
+    const { carriedOver } = planBatch(ledger, batchId, { kind: 'parent', parentId, includePermanent: opts.includePermanent });
+    if (carriedOver === 0) throw new EmptyRerun({ nothingToRerun: true, parentBatchId: parentId, resolvedBy: ledger.items.resolvedBy(parentId) });
     return permanentBefore;
   };
 
-  if (opts.dryRun) return dryRun(config, (copy, batchId) => void plan(copy, batchId, pickParent(copy)));
+  if (opts.dryRun) {
+    try {
+      return await dryRun(config, (copy, batchId) => void plan(copy, batchId, pickParent(copy)));
+    } catch (err) {
+      if (err instanceof EmptyRerun) return err.result;
+      throw err;
+    }
+  }
 
   const session = await openSession(config, 'rerun', log, stop, progress);
   try {
     const parentId = pickParent(session.ledger);
     const batchId = uniqueBatchId(session.ledger);
     const batchLog = log.child({ batchId });
-    const fresh = session.ledger.tx(() => plan(session.ledger, batchId, parentId));
-    batchLog.info(`rerun ${batchId} of batch ${parentId} started`);
+    let fresh: Set<number>;
+    try {
+      fresh = session.ledger.tx(() => plan(session.ledger, batchId, parentId));
+    } catch (err) {
+      if (!(err instanceof EmptyRerun)) throw err;
+      log.info(`rerun of batch ${parentId}: nothing to rerun; no batch created`);
+      return err.result;
+    }
+    logBatchStart(batchLog, batchId, 'rerun', parentId, `rerun ${batchId} of batch ${parentId} started`);
     progress.on({ type: 'batch', batchId });
     const ctx = session.context(batchId, batchLog);
     for (const pk of fresh) ctx.freshBudget.add(pk);

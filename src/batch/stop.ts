@@ -1,3 +1,5 @@
+import type { Logger } from '../log.js';
+
 /**
  * The run's stop switch: a signal, a fatal D1 answer or the circuit breaker sets it, and every
  * stage checks it before starting more work. Sleeps end early when it is set.
@@ -38,24 +40,40 @@ export class StopSignal {
   }
 }
 
+/** Retryable failures in a row that make a streak worth an `error` line (or fewer, when the breaker trips sooner). */
+export const STREAK = 5;
+
 /**
  * Trips after `limit` retryable failures in a row: D1 is down, and hammering it helps nobody.
- * The rest of the batch stays NOT_ATTEMPTED for the next run.
+ * The rest of the batch stays NOT_ATTEMPTED for the next run. A streak is logged once as an
+ * error when it starts (`d1.failing`) and once when D1 answers again (`d1.recovered`), so an
+ * outage is one alert, not one per request.
  */
 export class CircuitBreaker {
   private consecutive = 0;
+  private streakLogged = false;
 
   constructor(
     private readonly limit: number,
     private readonly stop: StopSignal,
   ) {}
 
-  record(kind: 'ok' | 'failure', lastError: string | null): void {
+  record(kind: 'ok' | 'failure', lastError: string | null, log: Logger): void {
     if (kind === 'ok') {
+      if (this.streakLogged) log.info(`D1 answers again after ${this.consecutive} retryable failures in a row`, { event: 'd1.recovered', failuresInRow: this.consecutive });
       this.consecutive = 0;
+      this.streakLogged = false;
       return;
     }
     this.consecutive++;
+    if (!this.streakLogged && this.consecutive >= Math.min(STREAK, this.limit)) {
+      this.streakLogged = true;
+      log.error(`D1 is failing: ${this.consecutive} retryable failures in a row (last: ${lastError ?? 'unknown'}); the run stops after ${this.limit}`, {
+        event: 'd1.failing',
+        failuresInRow: this.consecutive,
+        lastError,
+      });
+    }
     if (this.consecutive >= this.limit) {
       this.stop.stop(`D1 looks unavailable: ${this.consecutive} retryable failures in a row (last: ${lastError ?? 'unknown'})`);
     }

@@ -11,6 +11,8 @@ export function stateAfterAnswer(a: D1Answer, attemptsInAll: number, maxAcrossRu
       return 'OPTED_OUT';
     case 'pending':
       return 'PENDING';
+    case 'not-enrolled':
+      return 'NOT_ENROLLED';
     case 'permanent':
       return 'FAILED_PERMANENT';
     case 'fatal':
@@ -44,9 +46,27 @@ export function recordAnswer(ctx: BatchContext, t: TargetRecord, a: D1Answer, st
     if (a.sent) ledger.attempts.record(batchId, t.pk, kind, a);
     ledger.targets.recordAnswer(t.pk, state, a, kind === 'OPT_OUT' && countsAsAttempt(a) ? 1 : 0, note);
   });
+  const what = a.error ?? (a.httpStatus ? `HTTP ${a.httpStatus}` : null);
   if (a.class === 'fatal') ctx.stop.stop(a.error ?? 'D1 refused our credentials');
   // A 429 is the limiter's business, not a sign that D1 is down.
-  else if (a.httpStatus !== 429) ctx.breaker.record(a.class === 'retryable' ? 'failure' : 'ok', a.error ?? (a.httpStatus ? `HTTP ${a.httpStatus}` : null));
+  else if (a.httpStatus !== 429) ctx.breaker.record(a.class === 'retryable' ? 'failure' : 'ok', what, ctx.log);
+  if (a.httpStatus !== 429) {
+    const failed = a.class === 'retryable' || a.class === 'fatal';
+    const words = [a.httpStatus ? `HTTP ${a.httpStatus}` : a.sent ? 'no answer:' : 'not sent:', a.errorCode, a.httpStatus ? null : a.error].filter(Boolean).join(' ');
+    ctx.progress.on({ type: 'answer', failed, what: failed ? words : null });
+  }
+  if ((a.class === 'retryable' && a.httpStatus !== 429) || a.class === 'permanent') {
+    ctx.log.warn(`${kind === 'OPT_OUT' ? 'opt-out' : 'poll'} of ${t.scope} ${t.targetId} failed (${a.class}): ${what ?? 'no answer'}; now ${state}`, {
+      event: 'target.failed',
+      scope: t.scope,
+      targetId: t.targetId,
+      errorClass: a.class,
+      httpStatus: a.httpStatus,
+      errorCode: a.errorCode,
+      correlationId: a.correlationId,
+      state,
+    });
+  }
 }
 
 /** Opts out one target: SUBMITTING on disk first, then the request, retried with backoff while it is worth it. */

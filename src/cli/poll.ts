@@ -2,7 +2,7 @@ import type { CommandModule } from 'yargs';
 import { pollCommand } from '../batch/refresh.js';
 import { EXIT } from '../errors.js';
 import { terminalJson } from '../text.js';
-import { configOption, jsonOption, quietOption, runCommand, withProgress, type CommonArgs } from './shared.js';
+import { HELP_EPILOGUE, configOption, jsonOption, quietOption, runCommand, withProgress, type CommonArgs } from './shared.js';
 
 interface Args extends CommonArgs {
   batch?: string;
@@ -20,7 +20,7 @@ export const pollModule: CommandModule<object, Args> = {
       wait: { type: 'number', default: 60, describe: 'give up polling after this many seconds (0: one pass)' },
       ...quietOption,
       ...jsonOption,
-    }) as never,
+    }).example('$0 poll --wait 120', 'ask D1 about every pending opt-out for up to two minutes').epilogue(HELP_EPILOGUE) as never,
   handler: (args) =>
     runCommand(args, { writesLog: true }, async (env) => {
       const { config, log, stop } = env;

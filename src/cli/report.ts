@@ -2,7 +2,7 @@ import type { CommandModule } from 'yargs';
 import { EXIT, UsageError } from '../errors.js';
 import { buildSummary } from '../report/summary.js';
 import { writeReport } from '../report/write.js';
-import { configOption, openReadonly, runCommand, type CommonArgs } from './shared.js';
+import { HELP_EPILOGUE, configOption, openReadonly, runCommand, type CommonArgs } from './shared.js';
 
 interface Args extends CommonArgs {
   batch: string;
@@ -17,7 +17,7 @@ export const reportModule: CommandModule<object, Args> = {
       ...configOption,
       batch: { type: 'string', demandOption: true, describe: 'the batch to report' },
       out: { type: 'string', describe: 'write into this folder instead of the configured reportsDir' },
-    }) as never,
+    }).example('$0 report --batch 2026-11-30T0200-ab12 --out /tmp/r', "write that batch's report files again, elsewhere").epilogue(HELP_EPILOGUE) as never,
   handler: (args) =>
     runCommand(args, { writesLog: false }, async ({ config }) => {
       const ledger = openReadonly(config.ledger);

@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { rerunBatch } from '../batch/run.js';
-import { batchCommand, configOption, jsonOption, metricsOption, quietOption, runCommand, type CommonArgs } from './shared.js';
+import { HELP_EPILOGUE, batchCommand, configOption, metricsFileOf, jsonOption, metricsOption, quietOption, runCommand, type CommonArgs } from './shared.js';
 
 interface Args extends CommonArgs {
   batch?: string;
@@ -29,9 +29,9 @@ export const rerunModule: CommandModule<object, Args> = {
       .check((a) => {
         if (!a.batch === !a.last) throw new Error('give exactly one of --batch ID or --last');
         return true;
-      }) as never,
+      }).example('$0 rerun --last', 'retry what the most recent batch left undone').example('$0 rerun --batch 2026-11-30T0200-ab12 --include-permanent', 'also its permanent failures, once their cause is fixed').epilogue(HELP_EPILOGUE) as never,
   handler: (args) =>
-    runCommand(args, { writesLog: !args['dry-run'] }, (env) =>
+    runCommand(args, { writesLog: !args['dry-run'], metricsFile: metricsFileOf(args) }, (env) =>
       batchCommand(args, env, (progress) =>
         rerunBatch(
           env.config,

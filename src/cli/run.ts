@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { runBatch } from '../batch/run.js';
-import { batchCommand, configOption, jsonOption, metricsOption, quietOption, runCommand, type CommonArgs } from './shared.js';
+import { HELP_EPILOGUE, batchCommand, configOption, metricsFileOf, jsonOption, metricsOption, quietOption, runCommand, type CommonArgs } from './shared.js';
 
 interface Args extends CommonArgs {
   files?: string[];
@@ -34,9 +34,9 @@ export const runModule: CommandModule<object, Args> = {
         if (a.inbox && a.files && a.files.length > 0) throw new Error('give either FILE.. or --inbox, not both');
         if (a.archive && !a.inbox) throw new Error('--archive goes with --inbox');
         return true;
-      }) as never,
+      }).example('$0 run --inbox /srv/d1/inbox --archive /srv/d1/archive', 'the nightly job by hand').example('$0 run --dry-run cards-2026-11-30.csv', 'what a run of this file would do; nothing sent or written').epilogue(HELP_EPILOGUE) as never,
   handler: (args) =>
-    runCommand(args, { writesLog: !args['dry-run'] }, (env) => {
+    runCommand(args, { writesLog: !args['dry-run'], metricsFile: metricsFileOf(args) }, (env) => {
       const inboxDir = args.inbox;
       return batchCommand(args, env, (progress) =>
         runBatch(

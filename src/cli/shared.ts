@@ -4,12 +4,21 @@ import { Ledger } from '../ledger/index.js';
 import { closeLogger, createLogger, logToFileOnly, redactText, type Logger } from '../log.js';
 import { StopSignal } from '../batch/stop.js';
 import type { BatchResult } from '../batch/finish.js';
-import type { DryRunResult } from '../batch/run.js';
-import { checkMetricsPath, formatMetrics, writeMetricsFile } from '../report/metrics.js';
+import type { DryRunResult, NothingToRerun } from '../batch/run.js';
+import { setCommandConfig } from '../report/command-line.js';
+import { checkMetricsPath, writeExitMetrics } from '../report/metrics.js';
 import { formatSummary } from '../report/terminal.js';
 import { progressDisplay } from '../report/progress.js';
 import { terminalJson, terminalSafe } from '../text.js';
 import type { BatchSummary, Config, ProgressListener } from '../types.js';
+
+/** The end of every command's --help: what the exit codes mean and what the environment may set. */
+export const HELP_EPILOGUE = [
+  'Exit codes: 0 completed, 1 completed with failures (see failures.csv), 2 usage/config/input error (nothing done),',
+  '3 another run holds the ledger lock, 4 aborted (the next run or rerun resumes).',
+  'Environment: D1_OPTOUT_CONFIG (config file when --config is not given), D1_PRIVATE_KEY_FILE, D1_PRIVATE_KEY_PASSPHRASE,',
+  'D1_TLS_CERT_FILE, D1_TLS_KEY_FILE, D1_TLS_KEY_PASSPHRASE, D1_TLS_CA_FILE, D1_ISSUER_ID, D1_KEY_ID (override the config).',
+].join('\n');
 
 export interface CommonArgs {
   config?: string;
@@ -36,6 +45,8 @@ export interface CommandEnv {
   config: Config;
   log: Logger;
   stop: StopSignal;
+  /** The batch this command closed, once it has: what the metrics file reports. */
+  batch: BatchSummary | null;
 }
 
 /**
@@ -45,15 +56,25 @@ export interface CommandEnv {
  */
 export async function runCommand(
   args: CommonArgs,
-  opts: { writesLog: boolean },
+  opts: { writesLog: boolean; metricsFile?: string },
   body: (env: CommandEnv) => Promise<ExitCode>,
 ): Promise<never> {
   let log: Logger | null = null;
+  let env: CommandEnv | null = null;
   let code: ExitCode;
   const stop = new StopSignal();
+  // On every exit, 2 and 3 included, so that monitoring sees every night (docs/design.md §13).
+  const metricsOnExit = (exitCode: ExitCode) => {
+    if (opts.metricsFile === undefined) return;
+    writeExitMetrics(opts.metricsFile, env?.batch ?? null, exitCode, (m) => {
+      if (log) log.warn(m);
+      else process.stderr.write(`d1-optout: ${m}\n`);
+    });
+  };
   const onSignal = (sig: NodeJS.Signals) => {
     if (stop.stopped) {
       process.stderr.write(`d1-optout: second ${sig}, exiting now; the ledger is consistent and the next run resumes\n`);
+      metricsOnExit(EXIT.ABORTED);
       process.exit(EXIT.ABORTED);
     }
     stop.stop(`received ${sig}`);
@@ -65,18 +86,22 @@ export async function runCommand(
   // next run closes the batch this one leaves behind.
   const crash = (err: unknown) => {
     process.stderr.write(terminalSafe(`d1-optout: internal error: ${redactText(err instanceof Error ? err.message : String(err))}; the next run resumes from the ledger\n`));
+    metricsOnExit(EXIT.ABORTED);
     process.exit(EXIT.ABORTED);
   };
   process.on('uncaughtException', crash);
   process.on('unhandledRejection', crash);
   try {
-    const config = loadConfig(configPath(args.config));
+    const file = configPath(args.config);
+    const config = loadConfig(file);
+    setCommandConfig(file);
     log = createLogger({ level: config.log.level, file: opts.writesLog ? config.log.file : null, console: true });
-    code = await body({ config, log, stop });
+    env = { config, log, stop, batch: null };
+    code = await body(env);
   } catch (err) {
     if (err instanceof JobError) {
       process.stderr.write(terminalSafe(`d1-optout: ${redactText(err.message)}\n`));
-      if (log) logToFileOnly(log, 'error', err.message, { errorClass: err.errorClass, exitCode: err.exitCode });
+      if (log) logRefusal(log, err);
       code = err.exitCode;
     } else {
       process.stderr.write(terminalSafe(`d1-optout: internal error: ${redactText((err as Error).message ?? String(err))}\n`));
@@ -84,8 +109,19 @@ export async function runCommand(
       code = EXIT.ABORTED;
     }
   }
+  metricsOnExit(code);
   if (log) await closeLogger(log);
   process.exit(code);
+}
+
+/**
+ * Exit 2 (nothing was done) and 3 (another run holds the lock) are `run.refused` in the log, so a
+ * night that never started a batch is as visible to a log shipper as one that failed.
+ */
+function logRefusal(log: Logger, err: JobError): void {
+  const refused = err.exitCode === EXIT.USAGE || err.exitCode === EXIT.LOCKED;
+  const level = err.exitCode === EXIT.LOCKED ? 'warn' : 'error';
+  logToFileOnly(log, level, err.message, { ...(refused ? { event: 'run.refused' } : {}), errorClass: err.errorClass, exitCode: err.exitCode });
 }
 
 /** Runs `fn` with the progress display the terminal (or its absence) calls for, gone before the summary prints. */
@@ -107,30 +143,32 @@ export interface BatchCommandArgs {
 
 /**
  * What run and rerun share around their batch: the metrics path checked before anything is
- * done, progress while it runs, the summary on stdout, the metrics file, the exit code.
+ * done, progress while it runs, the summary on stdout, the exit code. The metrics file is
+ * written by runCommand on the way out, from `env.batch`.
  */
 export async function batchCommand(
   args: BatchCommandArgs,
   env: CommandEnv,
-  start: (progress: ProgressListener) => Promise<BatchResult | DryRunResult>,
+  start: (progress: ProgressListener) => Promise<BatchResult | DryRunResult | NothingToRerun>,
 ): Promise<ExitCode> {
   const metricsFile = args['dry-run'] ? undefined : args['metrics-file'];
   if (metricsFile !== undefined) checkMetricsPath(metricsFile);
   const result = await withProgress(args.quiet, env, start);
+  if ('nothingToRerun' in result) {
+    const why = result.resolvedBy ? `batch ${result.resolvedBy} finished what it left` : 'it left nothing undone';
+    process.stdout.write(args.json ? JSON.stringify(result, null, 2) + '\n' : `Nothing to rerun in batch ${result.parentBatchId}: ${why}. No batch was created.\n`);
+    return EXIT.OK;
+  }
   const dryRun = 'dryRun' in result;
   process.stdout.write((args.json ? terminalJson(result.summary) : formatSummary(result.summary, { dryRun })) + '\n');
   if (dryRun) return EXIT.OK;
-  if (metricsFile !== undefined) writeMetrics(metricsFile, result.summary, result.exitCode, env.log);
+  env.batch = result.summary;
   return result.exitCode;
 }
 
-/** The run's work is done and in the ledger: a metrics file that cannot be written is a warning, not a failed run. */
-function writeMetrics(path: string, summary: BatchSummary, exitCode: ExitCode, log: Logger): void {
-  try {
-    writeMetricsFile(path, formatMetrics(summary, exitCode));
-  } catch (err) {
-    log.warn(`could not write the metrics file ${path}: ${(err as Error).message}`);
-  }
+/** The metrics file a batch command writes on exit: none for a dry run, which must leave no trace. */
+export function metricsFileOf(args: BatchCommandArgs): string | undefined {
+  return args['dry-run'] ? undefined : args['metrics-file'];
 }
 
 /** The ledger for a read-only command; a ledger that is missing or of another version is a usage error (exit 2). */

@@ -5,6 +5,7 @@ import { loadPrivateKey } from '../d1/keys.js';
 import { EXIT, JobError } from '../errors.js';
 import { redactText } from '../log.js';
 import { loadScenarioFile, makeSimCerts, startSimulator, type SimIssuer } from '../sim/index.js';
+import { HELP_EPILOGUE } from './shared.js';
 
 interface Args {
   port: number;
@@ -22,7 +23,7 @@ export const simModule: CommandModule<object, Args> = {
       scenario: { type: 'string', describe: 'scenario JSON (faults, quota, pending, TLS); see fixtures/sim/' },
       config: { type: 'string', describe: "the job's config: its issuerId, keyId and key become the simulator's trusted issuer" },
       'make-certs': { type: 'string', describe: 'write a throw-away test CA, server and client certificate into this folder (for fixtures/sim/mtls.json: var/sim-certs), then exit' },
-    }) as never,
+    }).example('$0 sim --scenario fixtures/sim/demo.json --config d1-optout.config.json', 'a local D1 for the demo or a test').epilogue(HELP_EPILOGUE) as never,
   handler: async (args) => {
     try {
       if (args['make-certs']) {

@@ -4,7 +4,7 @@ import { batchOverviews, formatStatus } from '../report/status.js';
 import { buildSummary } from '../report/summary.js';
 import { formatSummary } from '../report/terminal.js';
 import { terminalJson } from '../text.js';
-import { configOption, jsonOption, openReadonly, runCommand, type CommonArgs } from './shared.js';
+import { HELP_EPILOGUE, configOption, jsonOption, openReadonly, runCommand, type CommonArgs } from './shared.js';
 
 interface Args extends CommonArgs {
   batch?: string;
@@ -20,7 +20,7 @@ export const statusModule: CommandModule<object, Args> = {
       batch: { type: 'string', describe: 'show this batch in detail' },
       limit: { type: 'number', default: 10, describe: 'how many recent batches to list' },
       ...jsonOption,
-    }) as never,
+    }).example('$0 status', 'the recent batches at a glance').example('$0 status --batch 2026-11-30T0200-ab12', "one batch's summary and what to type next").epilogue(HELP_EPILOGUE) as never,
   handler: (args) =>
     runCommand(args, { writesLog: false }, async ({ config }) => {
       const ledger = openReadonly(config.ledger);
@@ -33,7 +33,8 @@ export const statusModule: CommandModule<object, Args> = {
         }
         const batches = batchOverviews(ledger, args.limit);
         const targets = ledger.targets.countByState();
-        process.stdout.write((args.json ? terminalJson({ batches, targets }) : formatStatus(batches, targets)) + '\n');
+        const waiting = ledger.targets.waitingForConsumer();
+        process.stdout.write((args.json ? terminalJson({ batches, targets, waiting }) : formatStatus(batches, targets, waiting)) + '\n');
         return EXIT.OK;
       } finally {
         ledger.close();

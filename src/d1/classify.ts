@@ -63,7 +63,7 @@ function excerpt(body: string): string {
  * Reads one D1 answer (DESIGN.md §8, d1-api.md §6). Unknown fields are ignored and an operation
  * status we do not know is kept as pending with its raw value, because D1 may add enum values.
  */
-export function classifyResponse(res: WireResponse, alreadyOptedOutCodes: readonly string[]): Classified {
+export function classifyResponse(res: WireResponse, alreadyOptedOutCodes: readonly string[], notEnrolledCodes: readonly string[] = []): Classified {
   let json: Record<string, unknown> | null = null;
   try {
     const parsed: unknown = JSON.parse(res.body);
@@ -83,6 +83,8 @@ export function classifyResponse(res: WireResponse, alreadyOptedOutCodes: readon
   };
 
   if (rawCode && alreadyOptedOutCodes.includes(rawCode)) return { ...base, class: 'done' };
+  // Whatever the HTTP status (D1 may say it with a 404): the operator listed the code as final.
+  if (rawCode && notEnrolledCodes.includes(rawCode)) return { ...base, class: 'not-enrolled' };
 
   if (res.status >= 200 && res.status < 300) {
     if (!json) return { ...base, class: 'retryable', error: `HTTP ${res.status} with a body that is not JSON: ${excerpt(res.body)}` };

@@ -111,7 +111,7 @@ export class D1Client {
     if ('error' in res) {
       return { answer: { ...base, class: 'retryable', httpStatus: 0, error: res.error, endedAt }, token };
     }
-    const c = classifyResponse(res, this.cfg.alreadyOptedOutErrorCodes);
+    const c = classifyResponse(res, this.cfg.alreadyOptedOutErrorCodes, this.cfg.notEnrolledErrorCodes);
     return { answer: { ...base, ...c, httpStatus: res.status, endedAt }, token };
   }
 }

@@ -2,6 +2,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { readFileSync } from 'node:fs';
 import fetch, { type RequestInit } from 'node-fetch';
+import { configKeyName } from '../config.js';
 import { UsageError } from '../errors.js';
 import { redactText } from '../log.js';
 import { checkPrivateKeyFile } from './keys.js';
@@ -25,7 +26,7 @@ function readTlsFile(key: string, path: string | undefined): Buffer | undefined 
   try {
     return readFileSync(path);
   } catch (err) {
-    throw new UsageError(`config key d1.tls.${key}: ${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    throw new UsageError(`${configKeyName(`d1.tls.${key}`, path)}: ${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
 }
 

@@ -1,5 +1,6 @@
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync, statSync, type Stats } from 'node:fs';
+import { configKeyName } from '../config.js';
 import { UsageError } from '../errors.js';
 
 /**
@@ -13,12 +14,12 @@ export function checkPrivateKeyFile(key: string, path: string, expected: string)
   try {
     stat = statSync(path);
   } catch (err) {
-    throw new UsageError(`config key ${key}: ${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    throw new UsageError(`${configKeyName(key, path)}: ${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
-  if (!stat.isFile()) throw new UsageError(`config key ${key}: ${path} is not a file; expected the path of ${expected}`);
+  if (!stat.isFile()) throw new UsageError(`${configKeyName(key, path)}: ${path} is not a file; expected the path of ${expected}`);
   const mode = stat.mode;
   if ((mode & 0o077) !== 0) {
-    throw new UsageError(`config key ${key}: ${path} is readable by group or others (mode ${(mode & 0o777).toString(8)}); run chmod 600 on it`);
+    throw new UsageError(`${configKeyName(key, path)}: ${path} is readable by group or others (mode ${(mode & 0o777).toString(8)}); run chmod 600 on it`);
   }
 }
 
@@ -29,10 +30,10 @@ export function loadPrivateKey(path: string): KeyObject {
   try {
     key = createPrivateKey({ key: readFileSync(path), passphrase: process.env['D1_PRIVATE_KEY_PASSPHRASE'] });
   } catch {
-    throw new UsageError(`config key d1.privateKeyFile: ${path} is not a readable PEM private key (wrong passphrase?)`);
+    throw new UsageError(`${configKeyName('d1.privateKeyFile', path)}: ${path} is not a readable PEM private key (wrong passphrase?)`);
   }
   if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
-    throw new UsageError(`config key d1.privateKeyFile: ${path} must be an EC P-256 key (D1 accepts only ES256)`);
+    throw new UsageError(`${configKeyName('d1.privateKeyFile', path)}: ${path} must be an EC P-256 key (D1 accepts only ES256)`);
   }
   return key;
 }

@@ -220,12 +220,24 @@ function migrate(db: Db): void {
   if (version > MIGRATIONS.length) {
     throw new UsageError(`ledger schema version ${version} is newer than this build knows (${MIGRATIONS.length}); use a newer d1-optout`);
   }
-  for (let v = version; v < MIGRATIONS.length; v++) {
-    const sql = MIGRATIONS[v]!;
-    db.transaction(() => {
-      db.exec(sql);
-      db.pragma(`user_version = ${v + 1}`);
-    })();
+  if (version === MIGRATIONS.length) return;
+  // SQLite's way to change a table (a CHECK, say) is to rebuild it, which drops a table others
+  // reference: foreign keys are off meanwhile (the pragma is ignored inside a transaction) and
+  // checked as a whole before each migration commits.
+  const foreignKeys = db.pragma('foreign_keys', { simple: true }) === 1;
+  db.pragma('foreign_keys = OFF');
+  try {
+    for (let v = version; v < MIGRATIONS.length; v++) {
+      const sql = MIGRATIONS[v]!;
+      db.transaction(() => {
+        db.exec(sql);
+        const broken = db.pragma('foreign_key_check') as unknown[];
+        if (broken.length > 0) throw new Error(`ledger migration ${v + 1} would break ${broken.length} reference(s); nothing was changed`);
+        db.pragma(`user_version = ${v + 1}`);
+      })();
+    }
+  } finally {
+    if (foreignKeys) db.pragma('foreign_keys = ON');
   }
 }
 

@@ -59,6 +59,9 @@ export class Items {
   private readonly carryOverFromStmt;
   private readonly permanentOfStmt;
   private readonly requeueCarriedStmt;
+  private readonly inDoubtStmt;
+  private readonly leftoverStmt;
+  private readonly leftBehindStmt;
 
   constructor(private readonly db: Db) {
     // Targets this batch has no row for but an earlier batch left unfinished (DESIGN.md §3):
@@ -92,6 +95,24 @@ export class Items {
         WHERE batch_id = ? AND disposition IN ('SUBMIT', 'SKIPPED_PREVIOUSLY_FAILED') AND scope = 'CARD'
           AND (SELECT c.state FROM targets t JOIN targets c ON c.scope = 'CONSUMER' AND c.target_id = coalesce(items.consumer_id, t.consumer_id)
                 WHERE t.pk = items.target_pk) IN ('OPTED_OUT', 'PENDING')`,
+    );
+    // Still SUBMITTING for this batch: the process stopped between sending and recording the answer.
+    this.inDoubtStmt = db.prepare<[string], { n: number }>(
+      `SELECT count(*) AS n FROM items i ${TARGET_JOIN}
+        WHERE i.batch_id = ? AND i.disposition IN ('SUBMIT', 'POLL') AND t.state = 'SUBMITTING' AND t.last_batch_id = i.batch_id`,
+    );
+    // What a closed batch left undone, and whether later batches have finished all of it.
+    const LEFT = `i.batch_id = @b AND i.outcome IN ('FAILED_RETRYABLE', 'FAILED_PERMANENT', 'NOT_ATTEMPTED', 'PENDING')`;
+    this.leftoverStmt = db.prepare<{ b: string }, { leftover: number; open: number | null; later: string | null }>(
+      `SELECT count(*) AS leftover, sum(t.state NOT IN ('OPTED_OUT', 'NOT_ENROLLED')) AS open,
+              (SELECT lb.id FROM items i ${TARGET_JOIN} JOIN batches lb ON lb.id = t.last_batch_id
+                WHERE ${LEFT} AND lb.id <> @b ORDER BY lb.started_at DESC LIMIT 1) AS later
+         FROM items i ${TARGET_JOIN} WHERE ${LEFT}`,
+    );
+    this.leftBehindStmt = db.prepare<[string], { id: string }>(
+      `SELECT DISTINCT e.batch_id AS id FROM items c JOIN items e ON e.target_pk = c.target_pk
+        WHERE c.batch_id = ? AND c.origin = 'CARRY_OVER' AND e.batch_id <> c.batch_id
+          AND e.outcome IN ('FAILED_RETRYABLE', 'FAILED_PERMANENT', 'NOT_ATTEMPTED', 'PENDING')`,
     );
     this.freezeStmt = db.prepare(
       `UPDATE items SET outcome = (SELECT ${OUTCOME_SQL} FROM items i ${TARGET_JOIN} WHERE i.pk = items.pk)
@@ -160,6 +181,28 @@ export class Items {
    */
   coverCardsInBatch(batchId: string): number {
     return this.coverInBatchStmt.run(batchId).changes;
+  }
+
+  /**
+   * The batch's lines whose request may or may not have reached D1 (reported FAILED_RETRYABLE,
+   * as the next run sends them again): a killed batch's in-doubt targets.
+   */
+  inDoubt(batchId: string): number {
+    return this.inDoubtStmt.get(batchId)?.n ?? 0;
+  }
+
+  /**
+   * The latest later batch that sent or polled the targets this batch left undone, once every one
+   * of them is final (OPTED_OUT or NOT_ENROLLED); null while any is open or if none was left.
+   */
+  resolvedBy(batchId: string): string | null {
+    const r = this.leftoverStmt.get({ b: batchId });
+    return r && r.leftover > 0 && (r.open ?? 0) === 0 ? r.later : null;
+  }
+
+  /** Earlier batches that had left undone a target this batch carried over: those it may have resolved. */
+  leftBehindBy(batchId: string): string[] {
+    return this.leftBehindStmt.all(batchId).map((r) => r.id);
   }
 
   /** Fixes each item's outcome as of the end of the batch, so later batches do not rewrite its report. */

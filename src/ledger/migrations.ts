@@ -167,4 +167,32 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE batches ADD COLUMN pruned_by INTEGER REFERENCES prunes(id);
   ALTER TABLE targets ADD COLUMN pruned_by INTEGER REFERENCES prunes(id);
   `,
+  // 4: NOT_ENROLLED, a final target state (D1 said there is nothing to opt out, d1.notEnrolledErrorCodes).
+  // SQLite cannot change a CHECK in place: the targets table is rebuilt (pks kept, so every
+  // reference from items and attempts still holds) and its index made again.
+  `
+  CREATE TABLE targets_with_not_enrolled (
+    pk               INTEGER PRIMARY KEY,
+    scope            TEXT NOT NULL CHECK (scope IN ('CARD', 'CONSUMER')),
+    target_id        TEXT NOT NULL,
+    consumer_id      TEXT,
+    state            TEXT NOT NULL CHECK (state IN ('QUEUED', 'SUBMITTING', 'PENDING', 'OPTED_OUT', 'FAILED_RETRYABLE', 'FAILED_PERMANENT', 'NOT_ENROLLED')),
+    operation_id     TEXT,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    last_http_status INTEGER,
+    last_error_code  TEXT,
+    last_error       TEXT,
+    last_batch_id    TEXT,
+    seen_batch_id    TEXT,
+    updated_at       TEXT NOT NULL,
+    pruned_by        INTEGER REFERENCES prunes(id),
+    UNIQUE (scope, target_id)
+  );
+  INSERT INTO targets_with_not_enrolled (pk, scope, target_id, consumer_id, state, operation_id, attempts, last_http_status, last_error_code, last_error, last_batch_id, seen_batch_id, updated_at, pruned_by)
+    SELECT pk, scope, target_id, consumer_id, state, operation_id, attempts, last_http_status, last_error_code, last_error, last_batch_id, seen_batch_id, updated_at, pruned_by
+      FROM targets ORDER BY scope, target_id;
+  DROP TABLE targets;
+  ALTER TABLE targets_with_not_enrolled RENAME TO targets;
+  CREATE INDEX targets_open ON targets (last_batch_id, state) WHERE state IN ('QUEUED', 'SUBMITTING', 'PENDING', 'FAILED_RETRYABLE');
+  `,
 ];

@@ -54,6 +54,7 @@ export class Targets {
   private readonly settleStmt;
   private readonly countStmt;
   private readonly pendingBatchesStmt;
+  private readonly waitingStmt;
 
   constructor(db: Db) {
     this.getStmt = db.prepare<[Scope, string], TargetRow>(`SELECT * FROM targets WHERE scope = ? AND target_id = ?`);
@@ -86,6 +87,12 @@ export class Targets {
     );
     this.pendingBatchesStmt = db.prepare<[], { last_batch_id: string }>(
       `SELECT DISTINCT t.last_batch_id FROM targets t WHERE ${OPEN('t')} AND t.state = 'PENDING' AND t.last_batch_id IS NOT NULL`,
+    );
+    this.waitingStmt = db.prepare<[], { consumer_id: string; n: number }>(
+      `SELECT t.consumer_id, count(*) AS n FROM targets t
+        WHERE ${OPEN('t')} AND t.state = 'QUEUED' AND t.scope = 'CARD' AND t.consumer_id IS NOT NULL
+          AND (SELECT c.state FROM targets c WHERE c.scope = 'CONSUMER' AND c.target_id = t.consumer_id) = 'PENDING'
+        GROUP BY t.consumer_id ORDER BY t.consumer_id`,
     );
     this.countStmt = db.prepare<[], { state: TargetState; n: number }>(`SELECT state, count(*) AS n FROM targets GROUP BY state`);
   }
@@ -137,6 +144,14 @@ export class Targets {
    */
   settleCoveredCards(batchId: string | null): number {
     return this.settleStmt.run({ b: batchId, now: nowIso() }).changes;
+  }
+
+  /**
+   * Cards left QUEUED because their consumer's opt-out is PENDING at D1: they wait for it (settled
+   * when it finishes, sent on their own if it fails). By consumer.
+   */
+  waitingForConsumer(): { consumerId: string; cards: number }[] {
+    return this.waitingStmt.all().map((r) => ({ consumerId: r.consumer_id, cards: r.n }));
   }
 
   /** The batches that own PENDING targets (the batch that last sent or polled each). */

@@ -3,6 +3,7 @@ import type { RejectLine } from '../ledger/index.js';
 import { FAILURE_OUTCOMES, OUTCOMES, type BatchSummary, type RequestSecond, type ResultLine } from '../types.js';
 import { formatCount, formatDuration, formatUtc } from './format.js';
 import { durationMs, outcomeCount } from './summary.js';
+import { cliExecutable, commandLine } from './command-line.js';
 import { nextSteps } from './terminal.js';
 
 /** Rows of the failures and rejects tables; the CSV files beside the page have them all. */
@@ -56,6 +57,7 @@ svg .carried { fill-opacity: .45; }
 .o-FAILED_PERMANENT { fill: #c62828; } .o-NOT_ATTEMPTED { fill: #795548; }
 .o-SKIPPED_DUPLICATE { fill: #90a4ae; } .o-SKIPPED_ALREADY_OPTED_OUT { fill: #607d8b; } .o-SKIPPED_ALREADY_PENDING { fill: #9e9d24; }
 .o-SKIPPED_COVERED_BY_CONSUMER { fill: #5c6bc0; } .o-SKIPPED_PREVIOUSLY_FAILED { fill: #8d6e63; }
+.o-NOT_ENROLLED { fill: #26a69a; } .o-SKIPPED_NOT_ENROLLED { fill: #80cbc4; }
 .legend span { margin-right: 14px; } .legend i { display: inline-block; width: 10px; height: 10px; margin-right: 5px; border-radius: 2px; }
 .legend .l-req { background: #4a7fc1; } .legend .l-429 { background: #d62728; } .legend .l-rows { background: #555; } .legend .l-carried { background: #555; opacity: .45; }
 .scroll { overflow-x: auto; }
@@ -117,6 +119,7 @@ function tiles(s: BatchSummary): string {
     tile('rows-valid', 'Valid rows', s.rows.valid, formatCount(s.rows.valid)),
     tile('rows-rejected', 'Rejected rows', s.rows.rejected, formatCount(s.rows.rejected), s.rows.rejected > 0 ? 'warn' : ''),
     tile('opted-out', 'Opted out', outcomeCount(s, 'OPTED_OUT'), formatCount(outcomeCount(s, 'OPTED_OUT')), 'good'),
+    tile('not-enrolled', 'Not enrolled (nothing to opt out)', outcomeCount(s, 'NOT_ENROLLED'), formatCount(outcomeCount(s, 'NOT_ENROLLED'))),
     tile('pending', 'Pending at D1', outcomeCount(s, 'PENDING'), formatCount(outcomeCount(s, 'PENDING')), outcomeCount(s, 'PENDING') > 0 ? 'warn' : ''),
     tile('failed', 'Failed or not attempted', failed, formatCount(failed), failed > 0 ? 'bad' : ''),
     tile('skipped', 'Skipped', skipped, formatCount(skipped)),
@@ -273,7 +276,7 @@ function failuresSection(d: HtmlReportData): string {
   ] as [string, string?][]);
   return (
     `<section id="failures"><h2>Failures (${formatCount(d.failuresTotal)})</h2>` +
-    `<p class="note">Retryable ones and those not attempted go again with <code>d1-optout rerun --batch ${esc(d.summary.batchId)}</code>; give the correlation id to Thales support when asking about a request.</p>` +
+    `<p class="note">Retryable ones and those not attempted go again with <code>${esc(commandLine('rerun', '--batch', d.summary.batchId))}</code>; give the correlation id to Thales support when asking about a request.</p>` +
     shownOf(d.failures.length, d.failuresTotal, 'failures.csv') +
     table(
       'failures-table',
@@ -333,9 +336,10 @@ export function renderReportHtml(d: HtmlReportData): string {
     s.endedAt ? `ended ${formatUtc(s.endedAt)} UTC` : 'still running',
     ms === null ? '' : `took ${formatDuration(ms)}`,
   ].filter(Boolean);
+  const cli = cliExecutable();
   const next = nextSteps(s)
     .map((step) => {
-      const at = step.indexOf('d1-optout ');
+      const at = step.indexOf(cli);
       return at < 0 ? `<li>${esc(step)}</li>` : `<li>${esc(step.slice(0, at))}<code>${esc(step.slice(at))}</code></li>`;
     })
     .join('');
@@ -354,6 +358,7 @@ export function renderReportHtml(d: HtmlReportData): string {
 <h1>Batch <span id="batch-id">${esc(s.batchId)}</span><span class="badge ${esc(s.status)}" id="status">${esc(s.status)}</span></h1>
 <div class="meta">${meta.map(esc).join(' · ')}</div>
 ${s.abortReason ? `<p class="abort">Aborted: ${esc(s.abortReason)}</p>` : ''}
+${s.resolvedBy ? `<p class="resolved" id="resolved-by">Resolved by batch ${esc(s.resolvedBy)}: every target this batch left undone has been finished since.</p>` : ''}
 </header>
 <section class="tiles" id="tiles">
 ${tiles(s)}

@@ -1,4 +1,4 @@
-import { accessSync, closeSync, constants, existsSync, fsyncSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, fsyncSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { UsageError } from '../errors.js';
 import { createExclusiveFile, hiddenSibling } from '../private-file.js';
@@ -12,12 +12,32 @@ function label(v: string): string {
   return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 }
 
+const LAST_SUCCESS = 'd1_optout_last_success_timestamp_seconds';
+
+/**
+ * When the job last succeeded (exit 0), as the metrics file at `path` says; 0 when it has no such
+ * figure (never succeeded, or a file from before the figure existed, or no file). A run that does
+ * not succeed carries this value over, so `time() - last_success` keeps growing through failures.
+ */
+export function previousSuccessSeconds(path: string): number {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    return 0;
+  }
+  const m = new RegExp(`^${LAST_SUCCESS} (\\S+)$`, 'm').exec(text);
+  const v = m ? Number(m[1]) : 0;
+  return Number.isFinite(v) && v > 0 ? v : 0;
+}
+
 /**
  * The last run in the Prometheus text exposition format, for node_exporter's textfile collector.
- * Every figure is a gauge of the last batch (not a counter across runs), so an alert can compare
- * `d1_optout_last_run_end_timestamp_seconds` with `time()` to notice a night that did not run.
+ * Every figure is a gauge of the last run (not a counter across runs). `s` is null when the run
+ * was refused before a batch existed (exit 2 or 3): then only the exit code, the end time and the
+ * last success are written. `lastSuccessSec` is when the job last exited 0, this run included.
  */
-export function formatMetrics(s: BatchSummary, exitCode: number): string {
+export function formatMetrics(s: BatchSummary | null, exitCode: number, lastSuccessSec: number, endedAtSec: number = Date.now() / 1000): string {
   const out: string[] = [];
   const gauge = (name: string, help: string, samples: [Record<string, string>, number][]) => {
     out.push(`# HELP d1_optout_${name} ${help}`, `# TYPE d1_optout_${name} gauge`);
@@ -26,13 +46,22 @@ export function formatMetrics(s: BatchSummary, exitCode: number): string {
       out.push(`d1_optout_${name}${l ? `{${l}}` : ''} ${Number.isFinite(value) ? value : 0}`);
     }
   };
+  const exitHelp = 'The exit code of the last run (0 completed, 1 with failures, 2 refused: usage/config/input, 3 ledger locked, 4 aborted).';
+  const successHelp = 'When the job last exited 0, in Unix seconds (0: not known to have succeeded); carried over by runs that did not succeed.';
+  if (s === null) {
+    gauge('last_run_exit_code', exitHelp, [[{}, exitCode]]);
+    gauge('last_run_end_timestamp_seconds', 'When the last run ended, in Unix seconds.', [[{}, endedAtSec]]);
+    gauge('last_success_timestamp_seconds', successHelp, [[{}, lastSuccessSec]]);
+    return out.join('\n') + '\n';
+  }
   const seconds = (iso: string | null) => (iso ? Date.parse(iso) / 1000 : 0);
   gauge('last_run_info', 'The last batch: its id, kind and parent (value always 1).', [[{ batch_id: s.batchId, kind: s.kind, parent_batch_id: s.parentBatchId ?? '' }, 1]]);
   gauge('last_run_start_timestamp_seconds', 'When the last batch started, in Unix seconds.', [[{}, seconds(s.startedAt)]]);
   gauge('last_run_end_timestamp_seconds', 'When the last batch ended, in Unix seconds.', [[{}, seconds(s.endedAt)]]);
   gauge('last_run_duration_seconds', 'How long the last batch ran.', [[{}, (durationMs(s) ?? 0) / 1000]]);
   gauge('last_run_status', 'The last batch status: 1 for the status it ended with, 0 for the others.', STATUSES.map((st) => [{ status: st }, st === s.status ? 1 : 0]));
-  gauge('last_run_exit_code', 'The exit code of the last batch (0 completed, 1 with failures, 4 aborted).', [[{}, exitCode]]);
+  gauge('last_run_exit_code', exitHelp, [[{}, exitCode]]);
+  gauge('last_success_timestamp_seconds', successHelp, [[{}, lastSuccessSec]]);
   gauge('last_run_rows', 'Input rows of the last batch: total, valid and rejected.', [
     [{ kind: 'total' }, s.rows.total],
     [{ kind: 'valid' }, s.rows.valid],
@@ -83,5 +112,22 @@ export function writeMetricsFile(path: string, text: string): void {
   } catch (err) {
     rmSync(tmp, { force: true });
     throw err;
+  }
+}
+
+/**
+ * The metrics file at the end of a run, whatever its exit code: a refused or aborted night must
+ * change the file as much as a good one, or an alert on it would see nothing. Exit 0 is the
+ * success; any other exit keeps the last success the file held. Not writing it is a warning, as
+ * the run's work is in the ledger either way.
+ */
+export function writeExitMetrics(path: string, summary: BatchSummary | null, exitCode: number, warn: (message: string) => void): void {
+  try {
+    checkMetricsPath(path);
+    const ended = summary?.endedAt ? Date.parse(summary.endedAt) / 1000 : Date.now() / 1000;
+    const lastSuccess = exitCode === 0 ? ended : previousSuccessSeconds(path);
+    writeMetricsFile(path, formatMetrics(summary, exitCode, lastSuccess, ended));
+  } catch (err) {
+    warn(`could not write the metrics file ${path}: ${(err as Error).message}`);
   }
 }

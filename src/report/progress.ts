@@ -34,6 +34,8 @@ export class ProgressBoard implements ProgressListener {
   readonly send = { total: 0, done: 0 };
   readonly poll = { total: 0, settled: 0, polls: 0 };
   d1: RequestCounters = { requests: 0, http429: 0, throttledMs: 0 };
+  /** D1's failing answers in a row, and the last one in words (e.g. "HTTP 503 SERVICE_UNAVAILABLE"). */
+  readonly failing = { inRow: 0, last: null as string | null };
   private readonly clocks = new Map<ProgressStage, StageClock>();
   private samples: Sample[] = [];
 
@@ -63,6 +65,10 @@ export class ProgressBoard implements ProgressListener {
         this.send.done++;
         this.d1 = e.d1;
         break;
+      case 'answer':
+        this.failing.inRow = e.failed ? this.failing.inRow + 1 : 0;
+        this.failing.last = e.failed ? e.what : null;
+        return;
       case 'to-poll':
         this.enter('poll');
         this.poll.total += e.operations;
@@ -121,7 +127,8 @@ export class ProgressBoard implements ProgressListener {
           return `${formatCount(value)}/${formatCount(total)} targets in ${formatDuration(elapsedMs)}, ${rps.toFixed(1)} req/s; ${throttled}`;
         }
         const eta = live?.unitsPerSec ? formatDuration(((total - value) / live.unitsPerSec) * 1000) : '…';
-        return `${formatCount(value)}/${formatCount(total)} targets${pct}, ${perSec(live?.requestsPerSec, 'req')}, ETA ${eta}; ${throttled}`;
+        const failing = this.failing.inRow > 0 ? `; D1 failing: ${formatCount(this.failing.inRow)} in a row, last ${this.failing.last ?? '?'}` : '';
+        return `${formatCount(value)}/${formatCount(total)} targets${pct}, ${perSec(live?.requestsPerSec, 'req')}, ETA ${eta}; ${throttled}${failing}`;
       }
       case 'poll': {
         const p = this.poll;

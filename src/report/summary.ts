@@ -37,6 +37,8 @@ export function buildSummary(ledger: Ledger, batchId: string, reportsDir: string
       achievedRps: achievedRps(span.requests, span.first, span.last),
       peakRps,
     },
+    inDoubt: ledger.items.inDoubt(batchId),
+    resolvedBy: ledger.items.resolvedBy(batchId),
     reportDir: join(reportsDir, batchId),
   };
 }

@@ -1,6 +1,7 @@
 import { terminalSafe } from '../text.js';
 import { OUTCOMES, type BatchSummary, type Outcome } from '../types.js';
 import { formatCount, formatDuration, textTable } from './format.js';
+import { commandLine } from './command-line.js';
 import { durationMs, outcomeCount } from './summary.js';
 
 type Counts = Partial<Record<Outcome, number>>;
@@ -44,6 +45,7 @@ export function formatSummary(s: BatchSummary, opts: { dryRun?: boolean } = {}):
   const ms = durationMs(s);
   lines.push(`Batch ${s.batchId} (${s.kind}${s.parentBatchId ? ` of ${s.parentBatchId}` : ''}): ${opts.dryRun ? 'planned' : s.status}${ms === null ? '' : ` in ${formatDuration(ms)}`}`);
   if (s.abortReason) lines.push(`Aborted: ${s.abortReason}`);
+  if (s.resolvedBy) lines.push(`Resolved by ${s.resolvedBy}: every target this batch left undone has been finished by that later batch`);
   const read = s.inputs.filter((i) => !i.seenBefore);
   const seen = s.inputs.filter((i) => i.seenBefore);
   lines.push(`Inputs: ${read.length} file(s) read${seen.length ? `, ${seen.length} already ingested before and skipped` : ''}; rows ${s.rows.total} = ${s.rows.valid} valid + ${s.rows.rejected} rejected`);
@@ -60,25 +62,32 @@ export function formatSummary(s: BatchSummary, opts: { dryRun?: boolean } = {}):
   }
   lines.push('', ...outcomeTable(s.outcomes, 'Outcome (input rows)', true));
   if (sum(s.carriedOver) > 0) lines.push('', 'Carried over from earlier batches:', ...outcomeTable(s.carriedOver, 'Outcome', false).slice(1));
+  if (s.inDoubt > 0) {
+    lines.push('', `In doubt: ${formatCount(s.inDoubt)} of the FAILED_RETRYABLE were in flight when the process stopped; D1 may have them (opt-out is final, so sending again is safe and the next run does)`);
+  }
   if (!opts.dryRun) lines.push('', ...figures(s), '', `Report: ${s.reportDir}/report.html (with summary.json, results.csv, failures.csv, rejects.csv)`);
   if (!opts.dryRun) lines.push(...nextSteps(s).map((n) => `Next: ${n}`));
   // File names and the abort reason come from outside the job.
   return terminalSafe(lines.join('\n'));
 }
 
-/** What an operator should type after this batch, for the terminal summary and report.html alike. */
+/**
+ * What an operator should type after this batch, for the terminal summary and report.html alike.
+ * Each step ends with a command that runs as printed (see commandLine).
+ */
 export function nextSteps(s: BatchSummary): string[] {
   const both = (o: Outcome) => outcomeCount(s, o);
   const retryable = both('FAILED_RETRYABLE') + both('NOT_ATTEMPTED');
   const permanent = both('FAILED_PERMANENT');
   const pending = both('PENDING');
   const steps: string[] = [];
-  if (retryable > 0) steps.push(`${retryable} to retry: d1-optout rerun --batch ${s.batchId}`);
-  if (permanent > 0) steps.push(`${permanent} failed permanently (see failures.csv); after fixing: d1-optout rerun --batch ${s.batchId} --include-permanent`);
-  if (pending > 0) steps.push(`${pending} still pending at D1: d1-optout poll --batch ${s.batchId}`);
+  if (s.resolvedBy) return [`nothing to do: batch ${s.resolvedBy} finished what this batch left. Recent batches: ${commandLine('status')}`];
+  if (retryable > 0) steps.push(`${retryable} to retry: ${commandLine('rerun', '--batch', s.batchId)}`);
+  if (permanent > 0) steps.push(`${permanent} failed permanently (see failures.csv); after fixing: ${commandLine('rerun', '--batch', s.batchId, '--include-permanent')}`);
+  if (pending > 0) steps.push(`${pending} still pending at D1: ${commandLine('poll', '--batch', s.batchId)}`);
   if (s.quarantined.length > 0) {
-    steps.push(`${s.quarantined.length} unreadable inbox file(s) quarantined: have them fixed at the source and delivered again; the list and reasons: d1-optout status --batch ${s.batchId}`);
+    steps.push(`${s.quarantined.length} unreadable inbox file(s) quarantined: have them fixed at the source and delivered again; the list and reasons: ${commandLine('status', '--batch', s.batchId)}`);
   }
-  if (steps.length === 0) steps.push('nothing to do. d1-optout status lists the recent batches.');
+  if (steps.length === 0) steps.push(`nothing to do. Recent batches: ${commandLine('status')}`);
   return steps;
 }

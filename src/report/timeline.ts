@@ -13,6 +13,17 @@ export interface TargetTimeline {
   batches: Record<string, { kind: BatchKind; startedAt: string }>;
   /** Set when `prune` removed some of its history: the state above still stands, the batches before the cutoff are gone. */
   pruned: PruneMark | null;
+  /** Why a target is not final though no batch works on it, in words: waiting for a consumer, in doubt. */
+  why: string | null;
+}
+
+function whyNotFinal(ledger: Ledger, t: TargetRecord): string | null {
+  if (t.state === 'SUBMITTING') return 'in doubt: the process stopped while its request was in flight; D1 may have it, and the next run sends it again';
+  if (t.state !== 'QUEUED') return null;
+  const consumer = t.scope === 'CARD' && t.consumerId ? ledger.targets.get('CONSUMER', t.consumerId) : undefined;
+  if (consumer?.state === 'PENDING') return `waiting for consumer ${consumer.targetId}, whose opt-out is PENDING at D1 (sent on its own if that fails)`;
+  if (consumer) return `waited for consumer ${consumer.targetId}, whose opt-out is ${consumer.state}; the next run sends it (on its own unless the consumer is opted out first)`;
+  return 'not sent yet; the next run sends it';
 }
 
 /** Everything the ledger knows of `id`, as a card and as a consumer (an id may be both). */
@@ -27,7 +38,7 @@ export function loadTimelines(ledger: Ledger, id: string): TargetTimeline[] {
       const b = ledger.batches.get(batchId);
       if (b) batches[batchId] = { kind: b.kind, startedAt: b.startedAt };
     }
-    return [{ scope, target, history, attempts, batches, pruned: ledger.prunes.ofTarget(target.pk) ?? null }];
+    return [{ scope, target, history, attempts, batches, pruned: ledger.prunes.ofTarget(target.pk) ?? null, why: whyNotFinal(ledger, target) }];
   });
 }
 
@@ -43,7 +54,7 @@ export function formatTimeline(id: string, found: readonly TargetTimeline[]): st
   const lines: string[] = [];
   for (const f of found) {
     const t = f.target;
-    lines.push(`${f.scope} ${id}: ${t.state}${t.operationId ? `, operation ${t.operationId}` : ''}, ${t.attempts} opt-out request(s) in all, updated ${formatUtc(t.updatedAt)}`);
+    lines.push(`${f.scope} ${id}: ${t.state}${f.why ? ` (${f.why})` : ''}${t.operationId ? `, operation ${t.operationId}` : ''}, ${t.attempts} opt-out request(s) in all, updated ${formatUtc(t.updatedAt)}`);
     if (f.scope === 'CARD' && t.consumerId) lines.push(`  consumer:   ${t.consumerId}`);
     if (t.lastError) lines.push(`  last note:  ${t.lastError}`);
     const order = [...new Set([...f.history.map((h) => h.batchId), ...f.attempts.map((a) => a.batchId)])];

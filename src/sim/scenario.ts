@@ -44,6 +44,11 @@ export interface Scenario {
   pendingDelayMs: number;
   pendingFailRate: number;
   unknownIds: string[];
+  /** Ids D1 knows but that are not enrolled in Click to Pay: their opt-out is answered `notEnrolledStatus` + `notEnrolledErrorCode`. */
+  notEnrolledIds: string[];
+  /** A 4xx (404 by default: "card not found" is one way D1 may say it). */
+  notEnrolledStatus: number;
+  notEnrolledErrorCode: string;
   /** "success", or the errorCode of the 409 a repeated opt-out gets. */
   repeat: string;
   consumers: Record<string, string[]>;
@@ -86,6 +91,9 @@ export function defaultScenario(): Scenario {
     pendingDelayMs: 1000,
     pendingFailRate: 0,
     unknownIds: [],
+    notEnrolledIds: [],
+    notEnrolledStatus: 404,
+    notEnrolledErrorCode: 'CARD_NOT_ENROLLED',
     repeat: 'success',
     consumers: {},
     outages: [],
@@ -176,6 +184,13 @@ const CHECKS: Record<keyof Scenario, Check> = {
   pendingDelayMs: nonNegative,
   pendingFailRate: rate,
   unknownIds: stringList,
+  notEnrolledIds: stringList,
+  notEnrolledStatus: (v, k) => {
+    if (!Number.isInteger(v) || (v as number) < 400 || (v as number) > 499) fail(k, 'a 4xx HTTP status');
+  },
+  notEnrolledErrorCode: (v, k) => {
+    if (typeof v !== 'string' || v === '') fail(k, 'an errorCode string');
+  },
   repeat: (v, k) => {
     if (typeof v !== 'string' || v === '') fail(k, '"success" or an errorCode string');
   },

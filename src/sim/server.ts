@@ -71,6 +71,7 @@ class Simulator {
   private readonly rng: RngStreams;
   private readonly match: ReturnType<typeof compileRoutes>;
   private readonly unknownIds: Set<string>;
+  private readonly notEnrolledIds: Set<string>;
   private readonly t0 = performance.now();
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly scriptedUses = new Map<string, number>();
@@ -88,6 +89,7 @@ class Simulator {
     this.truth = new GroundTruth(scenario, this.rng);
     this.match = compileRoutes(scenario.basePath, scenario.paths);
     this.unknownIds = new Set(scenario.unknownIds);
+    this.notEnrolledIds = new Set(scenario.notEnrolledIds);
   }
 
   /**
@@ -233,6 +235,9 @@ class Simulator {
     if (scripted) return scripted;
     if (this.unknownIds.has(route.targetId)) {
       return error(404, 'NOT_FOUND', route.scope === 'CARD' ? 'Card not found' : 'Consumer not found');
+    }
+    if (this.notEnrolledIds.has(route.targetId)) {
+      return error(this.scenario.notEnrolledStatus, this.scenario.notEnrolledErrorCode, `${route.scope === 'CARD' ? 'Card' : 'Consumer'} is not enrolled in Click to Pay`);
     }
     const outcome = this.truth.optOut(route.scope, route.targetId);
     if (outcome.kind === 'conflict') return error(409, outcome.errorCode, 'Already opted out');
