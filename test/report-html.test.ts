@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -8,6 +8,7 @@ import { parse, valid, type HTMLElement } from 'node-html-parser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatCount, formatDuration } from '../src/report/format.js';
 import { OUTCOMES, type BatchSummary, type Outcome } from '../src/types.js';
+import { chromiumPath } from './browser.js';
 import { csv, makeWorld, readCsv, type World } from './helpers.js';
 
 // report.html, held to summary.json and the CSV files beside it by a real HTML parser, and
@@ -179,18 +180,15 @@ describe('report.html', () => {
 // Headless Chromium over the DevTools protocol on a pipe: every exception, console error and
 // browser-level error (a CSP violation, a failed load) of the page is collected.
 
-const CHROMIUM = '/usr/bin/chromium';
-
 interface Rendered {
   problems: string[];
   values: unknown[];
 }
 
 async function renderInChromium(file: string, expressions: string[] = []): Promise<Rendered> {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install the Debian package (apt-get install -y chromium)`);
   const profile = mkdtempSync(join(tmpdir(), 'd1-optout-chromium-'));
   const child = spawn(
-    CHROMIUM,
+    chromiumPath(),
     [
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', `--user-data-dir=${profile}`, '--remote-debugging-pipe', 'about:blank',
