@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Cron entry: every card file in the configured inbox → run → archive, then (with
 // retention.days set) prune. Extra flags pass through (e.g. --config, --json, or --inbox/--archive
-// instead of the config's); the exit code is the run's (DESIGN.md §5), for the scheduler.
+// instead of the config's); the exit code is the run's (docs/design.md §5), for the scheduler.
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { hideBin } from 'yargs/helpers';

@@ -3,7 +3,7 @@ import { UsageError } from './errors.js';
 import { redactText } from './log.js';
 import type { Config } from './types.js';
 
-/** The defaults of DESIGN.md §6; a config file only states what differs. */
+/** The defaults of docs/design.md §6; a config file only states what differs. */
 export const DEFAULT_CONFIG: Config = {
   d1: {
     baseUrl: 'https://api.d1.thalescloud.io/banking/v1',

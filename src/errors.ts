@@ -1,6 +1,6 @@
 import type { ErrorClass } from './types.js';
 
-/** Exit codes of DESIGN.md §5. */
+/** Exit codes of docs/design.md §5. */
 export const EXIT = {
   OK: 0,
   FAILURES: 1,

@@ -1,8 +1,8 @@
-// Every public type of d1-optout lives here, so that the contracts of DESIGN.md have one home.
+// Every public type of d1-optout lives here, so that the contracts of docs/design.md have one home.
 
 export type Scope = 'CARD' | 'CONSUMER';
 
-/** A target's state in the ledger (DESIGN.md §3). */
+/** A target's state in the ledger (docs/design.md §3). */
 export type TargetState =
   | 'QUEUED'
   | 'SUBMITTING'
@@ -13,7 +13,7 @@ export type TargetState =
   /** Final: D1 said there is nothing to opt out (an errorCode of `d1.notEnrolledErrorCodes`). */
   | 'NOT_ENROLLED';
 
-/** Why a valid row is not submitted in this batch (DESIGN.md §3, rules 1–4). */
+/** Why a valid row is not submitted in this batch (docs/design.md §3, rules 1–4). */
 export type SkipDisposition =
   | 'SKIPPED_DUPLICATE'
   | 'SKIPPED_ALREADY_OPTED_OUT'
@@ -23,7 +23,7 @@ export type SkipDisposition =
   /** The target is NOT_ENROLLED (an earlier batch learned it): nothing to send. */
   | 'SKIPPED_NOT_ENROLLED';
 
-/** The outcome of one input row or carried-over target, as reported (DESIGN.md §4). */
+/** The outcome of one input row or carried-over target, as reported (docs/design.md §4). */
 export type Outcome =
   | 'OPTED_OUT'
   | 'PENDING'
@@ -84,7 +84,7 @@ export interface RejectRow {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Config (DESIGN.md §6)
+// Config (docs/design.md §6)
 
 export interface TlsConfig {
   certFile?: string;
@@ -153,7 +153,7 @@ export interface Config {
 // D1 answers
 
 /**
- * How the job reads one D1 answer (DESIGN.md §8):
+ * How the job reads one D1 answer (docs/design.md §8):
  * - `done`: opted out (SUCCESSFUL, or an error code configured as "already opted out");
  * - `pending`: accepted, final state to be polled with Get Operation;
  * - `not-enrolled`: an error code configured as "not enrolled": nothing to opt out, final;
@@ -229,7 +229,7 @@ export interface BatchRecord {
   status: BatchStatus;
 }
 
-/** The lines of results.csv, in the column order of DESIGN.md §4. */
+/** The lines of results.csv, in the column order of docs/design.md §4. */
 export interface ResultLine {
   scope: Scope;
   target_id: string;
@@ -280,7 +280,7 @@ export interface InboxOutcome {
   quarantined: QuarantinedFile[];
 }
 
-/** summary.json (DESIGN.md §4). Extra keys may be added; none may be renamed. */
+/** summary.json (docs/design.md §4). Extra keys may be added; none may be renamed. */
 export interface BatchSummary {
   batchId: string;
   kind: BatchKind;

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CLI, csv, makeWorld, optOutCalls, ROOT, runCli, type World, closeWorldsAfterEach } from './helpers.js';
 
-// The built CLI as operators and cron run it: real child processes, exit codes of DESIGN.md §5.
+// The built CLI as operators and cron run it: real child processes, exit codes of docs/design.md §5.
 const HEADER = 'card_id,consumer_id,reason,scope';
 
 let world: World | null = null;

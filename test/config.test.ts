@@ -201,7 +201,7 @@ function documented(help: string): Map<string, string> {
 }
 
 describe('--help', () => {
-  // The flags of DESIGN.md §5, which scripts depend on; a command may have more.
+  // The flags of docs/design.md §5, which scripts depend on; a command may have more.
   const CONTRACT: Record<string, string[]> = {
     run: ['files', '--inbox', '--archive', '--config', '--dry-run', '--force', '--carry-over', '--json'],
     rerun: ['--batch', '--last', '--include-permanent', '--dry-run', '--json', '--config'],

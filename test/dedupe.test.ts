@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { assertReconciles, csv, makeWorld, optOutCalls, results, type World, closeWorldsAfterEach } from './helpers.js';
 
-// DESIGN.md §3: each valid row's disposition, by the five rules in order. Each rule has its own
+// docs/design.md §3: each valid row's disposition, by the five rules in order. Each rule has its own
 // test, and each checks that the other rows of the batch were left alone.
 const HEADER = 'card_id,consumer_id,reason,scope';
 

@@ -155,7 +155,7 @@ export function readSummary(summary: BatchSummary): BatchSummary {
   return JSON.parse(readFileSync(join(summary.reportDir, 'summary.json'), 'utf8')) as BatchSummary;
 }
 
-/** The reconciliation invariant of DESIGN.md §4. */
+/** The reconciliation invariant of docs/design.md §4. */
 export function assertReconciles(s: BatchSummary): void {
   const sum = (o: Partial<Record<string, number>>) => Object.values(o).reduce((n: number, v) => n + (v ?? 0), 0);
   if (s.rows.total !== s.rows.valid + s.rows.rejected) throw new Error(`rows.total ${s.rows.total} != valid ${s.rows.valid} + rejected ${s.rows.rejected}`);

@@ -190,7 +190,7 @@ describe('bad files', () => {
     expect(night1.code).toBe(1);
     expect(night1.stdout).toMatch(/: COMPLETED_WITH_FAILURES/);
     expect(night1.stdout).toMatch(/^Quarantined: 3 unreadable file\(s\) moved out of the inbox/m);
-    expect(night1.stdout).toMatch(/^Next: 3 unreadable inbox file\(s\) quarantined: .*: d1-optout status --batch \S+$/m);
+    expect(night1.stdout).toMatch(/^Next: 3 unreadable inbox file\(s\) quarantined: .* status --batch \S+ --config \S+$/m);
     expect(night1.stdout).not.toMatch(/nothing to do/);
     const s = summaryOf(world, night1.stdout);
     assertReconciles(s);

@@ -11,7 +11,7 @@ import { Ledger } from '../src/ledger/index.js';
 import { createLogger } from '../src/log.js';
 import { csv, ROOT } from './helpers.js';
 
-// The ledger's intake admits a file's rows together (DESIGN.md §3 rules 1, 2, 4, 5 in SQL): these
+// The ledger's intake admits a file's rows together (docs/design.md §3 rules 1, 2, 4, 5 in SQL): these
 // tests look at the ledger itself after an ingest, on a real SQLite file, with targets "in every
 // state" put there first, and check the rows around each case were left alone.
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { assertReconciles, csv, makeWorld, optOutCalls, results, type World, closeWorldsAfterEach } from './helpers.js';
 
-// One test per outcome class (DESIGN.md §4, §8): outcome, recorded error code, attempts made.
+// One test per outcome class (docs/design.md §4, §8): outcome, recorded error code, attempts made.
 const HEADER = 'card_id,reason';
 
 let world: World | null = null;

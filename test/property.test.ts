@@ -131,7 +131,7 @@ function mutate(buf: Buffer, m: Mutation): Buffer {
 
 /**
  * Card numbers go in last, each between two letters: a card number is a whole run of 13-19 digits
- * (DESIGN.md §7), so a later mutation gluing it to other digits would make it, by that decision,
+ * (docs/design.md §7), so a later mutation gluing it to other digits would make it, by that decision,
  * no card number, and the check below could not tell a leak from a legitimate id.
  */
 const panArb = fc.record({ at: fc.nat(), pan: fc.constantFrom(...PANS) });

@@ -11,7 +11,7 @@ function stillToSend(ctx: BatchContext): number {
 
 /**
  * The D1 half of a batch, shared by run and rerun: consumers first (an opted-out consumer takes
- * its cards along, DESIGN.md §3 rule 3), then the cards still needed, then the pending polls.
+ * its cards along, docs/design.md §3 rule 3), then the cards still needed, then the pending polls.
  */
 export async function executeBatch(ctx: BatchContext): Promise<BatchResult> {
   const { ledger, batchId, log } = ctx;

@@ -1,5 +1,5 @@
 // The header line of a card file: which columns we know, where they are, and the delimiter.
-// DESIGN.md §7: names match case-insensitively with `_`, `-` and spaces ignored; other columns
+// docs/design.md §7: names match case-insensitively with `_`, `-` and spaces ignored; other columns
 // are allowed and ignored; `reason` is required, and at least one of `card_id`/`consumer_id`.
 
 import { CardFileError } from '../errors.js';

@@ -1,4 +1,4 @@
-// Reading card files and validating their rows (DESIGN.md §7).
+// Reading card files and validating their rows (docs/design.md §7).
 
 export { containsCardNumber, findCardNumbers, hasCardNumberWindow, luhnValid, maskCardNumbers, maskPath } from './pan.js';
 export {

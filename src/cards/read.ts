@@ -1,4 +1,4 @@
-// Reading card files (DESIGN.md §7): preflight, hashing, and the streaming reader.
+// Reading card files (docs/design.md §7): preflight, hashing, and the streaming reader.
 //
 // - `inspectCardFile` is the preflight the job runs on every input before ingesting anything: a
 //   file it accepts can be read to the end by `readCardFile` (bad rows become rejects, never a

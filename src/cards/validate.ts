@@ -1,4 +1,4 @@
-// One record of a card file → a `CardRow`, or the reason it is rejected (DESIGN.md §7).
+// One record of a card file → a `CardRow`, or the reason it is rejected (docs/design.md §7).
 //
 // Reject texts are short, start with the column they are about, and never contain a card number:
 // the PAN test runs first, and every value quoted back is masked and cut short anyway.
@@ -10,7 +10,7 @@ import { containsCardNumber, hasCardNumberWindow, maskCardNumbers, quoteMasked }
 /** The reject text of a row that holds a card number (the number itself is never repeated). */
 export const PAN_REJECT = 'a card number (PAN) is in the row; card files must carry D1 card ids, not PANs';
 
-/** D1's path patterns (d1-api.md §2). */
+/** D1's path patterns (docs/d1-api.md §2). */
 const CARD_ID = /^[A-Za-z0-9_-]{1,48}$/;
 const CONSUMER_ID = /^[A-Za-z0-9_-]{1,64}$/;
 

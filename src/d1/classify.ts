@@ -16,7 +16,7 @@ export interface Classified {
 
 const OPERATION_ID = /^[A-Za-z0-9_-]{1,64}$/;
 /**
- * How much of D1's own texts the ledger keeps. D1's codes are short enumerations (d1-api.md §6)
+ * How much of D1's own texts the ledger keeps. D1's codes are short enumerations (docs/d1-api.md §6)
  * and its messages one sentence; a longer one is an echo or an error page, not information.
  */
 export const D1_CODE_MAX = 64;
@@ -60,7 +60,7 @@ function excerpt(body: string): string {
 }
 
 /**
- * Reads one D1 answer (DESIGN.md §8, d1-api.md §6). Unknown fields are ignored and an operation
+ * Reads one D1 answer (docs/design.md §8, docs/d1-api.md §6). Unknown fields are ignored and an operation
  * status we do not know is kept as pending with its raw value, because D1 may add enum values.
  */
 export function classifyResponse(res: WireResponse, alreadyOptedOutCodes: readonly string[], notEnrolledCodes: readonly string[] = []): Classified {

@@ -12,8 +12,15 @@ import { TokenError, TokenProvider } from './token.js';
  * A fresh random correlation id per request: D1 logs it in clear, so it is never derived from card
  * data. 16 random bytes in base64url fit D1's `^[A-Za-z0-9_-]{1,64}$`.
  */
+/**
+ * Random, never derived from card data (D1 logs it in clear). It starts with a letter or digit: a
+ * leading `-` would be escaped as a formula in results.csv, and the id there must be the one D1 saw.
+ */
 function correlationId(): string {
-  return randomBytes(16).toString('base64url');
+  for (;;) {
+    const id = randomBytes(16).toString('base64url');
+    if (/^[A-Za-z0-9]/.test(id)) return id;
+  }
 }
 
 function fill(template: string, values: Record<string, string>): string {

@@ -7,7 +7,7 @@ const STAGE_ROWS = 50;
 const ROW_COLUMNS = 7;
 
 /**
- * The rules of DESIGN.md §3 that need only the ledger (rules 1, 2, 4 and 5, in order), for the
+ * The rules of docs/design.md §3 that need only the ledger (rules 1, 2, 4 and 5, in order), for the
  * first row of a target in a file: `t` is the target, `@maxPk` the highest pk before the file's
  * new targets were created. Rule 3 (a card covered by its consumer) is applied to the whole batch
  * just before its cards are sent (Items.coverCardsInBatch), when the consumers of this very batch
@@ -23,7 +23,7 @@ const DISPOSITION_OF_FIRST_ROW = `CASE
   ELSE 'SUBMIT' END`;
 
 /**
- * Admits a card file into the ledger (the "ledger.ingest (dedupe)" of DESIGN.md §1).
+ * Admits a card file into the ledger (the "ledger.ingest (dedupe)" of docs/design.md §1).
  *
  * The rows of the file being read wait in a temp table, and when the file ends they are admitted
  * together, in one transaction with the file's INGESTED mark: a file is wholly in the ledger or

@@ -2,7 +2,7 @@ import type { Outcome, ResultLine, Scope } from '../types.js';
 import { nowIso, type Db } from './db.js';
 import { NOT_COVERED, OPEN } from './targets.js';
 
-/** What an item's outcome is, from its disposition and its target's state (DESIGN.md §4). */
+/** What an item's outcome is, from its disposition and its target's state (docs/design.md §4). */
 const OUTCOME_SQL = `CASE
   WHEN i.disposition LIKE 'SKIPPED_%' THEN i.disposition
   WHEN t.state = 'QUEUED' THEN 'NOT_ATTEMPTED'
@@ -64,7 +64,7 @@ export class Items {
   private readonly leftBehindStmt;
 
   constructor(private readonly db: Db) {
-    // Targets this batch has no row for but an earlier batch left unfinished (DESIGN.md §3):
+    // Targets this batch has no row for but an earlier batch left unfinished (docs/design.md §3):
     // queued, in doubt or retryable ones are sent again, pending ones polled.
     const carry = (where: string) =>
       db.prepare(
@@ -161,7 +161,7 @@ export class Items {
     );
   }
 
-  /** Adds earlier batches' unfinished targets (DESIGN.md §3 carry-over), or one parent's for a rerun. */
+  /** Adds earlier batches' unfinished targets (docs/design.md §3 carry-over), or one parent's for a rerun. */
   carryOver(batchId: string, from: { parentId: string; includePermanent: boolean } | null): number {
     const added = from
       ? this.carryOverFromStmt.run({ b: batchId, parent: from.parentId, permanent: from.includePermanent ? 1 : 0 }).changes

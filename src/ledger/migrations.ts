@@ -39,7 +39,7 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (batch_id, ord)
   );
 
-  -- Every card or consumer any batch has seen, with its state (DESIGN.md §3).
+  -- Every card or consumer any batch has seen, with its state (docs/design.md §3).
   CREATE TABLE targets (
     pk               INTEGER PRIMARY KEY,
     scope            TEXT NOT NULL CHECK (scope IN ('CARD', 'CONSUMER')),

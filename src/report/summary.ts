@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import type { Ledger } from '../ledger/index.js';
 import { FAILURE_OUTCOMES, type BatchSummary, type BatchStatus, type InputSummary, type Outcome } from '../types.js';
 
-/** summary.json of DESIGN.md §4, computed from the ledger alone so any batch can be reported again. */
+/** summary.json of docs/design.md §4, computed from the ledger alone so any batch can be reported again. */
 export function buildSummary(ledger: Ledger, batchId: string, reportsDir: string): BatchSummary {
   const batch = ledger.batches.get(batchId);
   if (!batch) throw new Error(`no batch ${batchId} in ledger ${ledger.path}`);
