@@ -328,6 +328,10 @@ export interface RequestSecond {
   second: string;
   requests: number;
   http429: number;
+  /** Answered with a 5xx: D1 (or a gateway in front of it) failing. */
+  http5xx: number;
+  /** No answer at all: a timeout or a network error (the ledger records those without a status). */
+  noAnswer: number;
 }
 
 /** One line of `status`: a batch at a glance. Counts add the input rows and the carried-over targets. */
