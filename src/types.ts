@@ -308,6 +308,12 @@ export interface BatchSummary {
     achievedRps: number | null;
     /** The most requests (opt-outs and polls) started in any one calendar second. */
     peakRps: number;
+    /**
+     * Requests to D1's token endpoint, counted apart from `requests` (the API's), and those that
+     * got no token: when the token endpoint is down nothing reaches the API (docs/design.md §13).
+     */
+    tokenRequests: number;
+    tokenFailures: number;
   };
   /**
    * Lines reported FAILED_RETRYABLE whose target is still SUBMITTING for this batch: the process

@@ -66,7 +66,7 @@ describe('cron wrapper', () => {
     const r = await wrapped(world, ['run', '--config', world.configFile, world.file('a.csv', csv(HEADER, rows))]);
     expect(r.code).toBe(4);
     expect(r.stdout).toMatch(/exited 4 \(aborted; the next run resumes from the ledger\)/);
-    expect(r.stdout).toMatch(/^Aborted: D1 looks unavailable: 6 retryable failures in a row/m);
+    expect(r.stdout).toMatch(/^Aborted: D1's token endpoint looks unavailable: 6 requests in a row got no access token/m);
     expect(r.stdout).toMatch(/^Next: \d+ to retry: /m);
   });
 });

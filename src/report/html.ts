@@ -124,6 +124,7 @@ function tiles(s: BatchSummary): string {
     tile('failed', 'Failed or not attempted', failed, formatCount(failed), failed > 0 ? 'bad' : ''),
     tile('skipped', 'Skipped', skipped, formatCount(skipped)),
     tile('requests', 'D1 requests', s.d1.requests, formatCount(s.d1.requests)),
+    ...(s.d1.tokenFailures > 0 ? [tile('token-failures', 'Token requests that got no token', s.d1.tokenFailures, formatCount(s.d1.tokenFailures), 'bad')] : []),
     tile('achieved-rps', 'Achieved req/s', rate, rate.toFixed(1)),
     tile('http429', '429 answers', s.d1.http429, formatCount(s.d1.http429), s.d1.http429 > 0 ? 'warn' : ''),
     tile('paused-ms', 'Time paused', s.d1.throttledMs, formatDuration(s.d1.throttledMs)),

@@ -12,7 +12,7 @@ export function buildSummary(ledger: Ledger, batchId: string, reportsDir: string
   const requestsByStatus = ledger.attempts.requestsByStatus(batchId);
   const span = ledger.attempts.optOutSpan(batchId);
   const peakRps = ledger.attempts.perSecond(batchId).reduce((m, s) => Math.max(m, s.requests), 0);
-  const stats = batch.stats as { throttledMs?: number; lowestRps?: number | null; tokenRequests?: number };
+  const stats = batch.stats as { throttledMs?: number; lowestRps?: number | null; tokenRequests?: number; tokenFailures?: number };
   return {
     batchId,
     kind: batch.kind,
@@ -36,6 +36,8 @@ export function buildSummary(ledger: Ledger, batchId: string, reportsDir: string
       lowestRps: stats.lowestRps ?? null,
       achievedRps: achievedRps(span.requests, span.first, span.last),
       peakRps,
+      tokenRequests: stats.tokenRequests ?? 0,
+      tokenFailures: stats.tokenFailures ?? 0,
     },
     inDoubt: ledger.items.inDoubt(batchId),
     resolvedBy: ledger.items.resolvedBy(batchId),
