@@ -99,6 +99,10 @@ export interface D1Paths {
   consumerOperation: string;
 }
 
+/** The levels of `log.level` and `--log-level`, most severe first. */
+export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
 export interface Config {
   d1: {
     baseUrl: string;
@@ -144,7 +148,7 @@ export interface Config {
     /** When set, `X.csv` is taken only once `X.csv<doneMarker>` exists; "" is off. */
     doneMarker: string;
   };
-  log: { level: 'error' | 'warn' | 'info' | 'debug'; file: string; progressEverySec: number };
+  log: { level: LogLevel; file: string; progressEverySec: number };
   /** `d1-optout check` and `run --dry-run`: a filesystem the job writes to with less free space than this fails. */
   check: { minFreeMiB: number };
 }
