@@ -258,6 +258,8 @@ export interface InputSummary {
   /** True when the file had been ingested by an earlier batch and was not read again. */
   seenBefore: boolean;
   firstBatchId: string | null;
+  /** Where the file is now when the batch moved it from the inbox to the archive; null otherwise. */
+  archivedTo: string | null;
 }
 
 /** Why an inbox file was left where it is, to be taken by a later run (docs/design.md §11). */

@@ -329,12 +329,13 @@ function rejectsSection(d: HtmlReportData): string {
 
 function inputsSection(s: BatchSummary): string {
   if (s.inputs.length === 0) return '';
+  // Where each file is now: an inbox file is in the archive once its rows are in the ledger.
   const rows = s.inputs.map((i) => [
-    [i.path, 'mono'],
+    [i.archivedTo ?? i.path, 'mono'],
     [i.sha256.slice(0, 16), 'mono'],
     [formatCount(i.rows), 'num'],
     [formatCount(i.rejected), 'num'],
-    [i.seenBefore ? `already ingested by batch ${i.firstBatchId ?? '?'}; not read again` : 'read'],
+    [[i.seenBefore ? `already ingested by batch ${i.firstBatchId ?? '?'}; not read again` : 'read', i.archivedTo ? `archived from ${i.path}` : ''].filter(Boolean).join('; ')],
   ] as [string, string?][]);
   return `<section id="inputs"><h2>Input files</h2>${table('inputs-table', [['file', false], ['sha256', false], ['rows', true], ['rejected', true], ['', false]], rows)}</section>`;
 }

@@ -6,7 +6,8 @@ import { FAILURE_OUTCOMES, type BatchSummary, type BatchStatus, type InputSummar
 export function buildSummary(ledger: Ledger, batchId: string, reportsDir: string): BatchSummary {
   const batch = ledger.batches.get(batchId);
   if (!batch) throw new Error(`no batch ${batchId} in ledger ${ledger.path}`);
-  const inputs = ledger.files.inputs(batchId);
+  const archived = ledger.batches.archivedOf(batchId);
+  const inputs = ledger.files.inputs(batchId).map((i) => ({ ...i, archivedTo: archived[i.path] ?? null }));
   const { deferred, quarantined } = ledger.batches.inboxOf(batchId);
   const { rows, carriedOver } = ledger.items.counts(batchId);
   const requestsByStatus = ledger.attempts.requestsByStatus(batchId);

@@ -60,6 +60,8 @@ export function formatSummary(s: BatchSummary, opts: { dryRun?: boolean } = {}):
   const seen = s.inputs.filter((i) => i.seenBefore);
   lines.push(`Inputs: ${read.length} file(s) read${seen.length ? `, ${seen.length} already ingested before and skipped` : ''}; rows ${s.rows.total} = ${s.rows.valid} valid + ${s.rows.rejected} rejected`);
   for (const i of seen) lines.push(`  skipped ${i.path}: ingested by batch ${i.firstBatchId ?? '?'} (use --force to read it again)`);
+  const archived = s.inputs.filter((i) => i.archivedTo);
+  if (archived.length > 0) lines.push(`Archived: ${archived.map((i) => `${i.path} -> ${i.archivedTo}`).join(', ')}`);
   if (s.deferred.length > 0) {
     lines.push(`Deferred: ${s.deferred.length} file(s) left in the inbox for a later run, not an error: ${s.deferred.map((d) => `${d.path} (${d.reason})`).join(', ')}`);
   }
