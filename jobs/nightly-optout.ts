@@ -11,7 +11,7 @@ import { EXIT, JobError } from '../src/errors.js';
 import { Ledger } from '../src/ledger/index.js';
 import { redactText } from '../src/log.js';
 import { writeExitMetrics } from '../src/report/metrics.js';
-import { terminalSafe } from '../src/text.js';
+import { say } from '../src/text.js';
 import type { Config } from '../src/types.js';
 
 const args = hideBin(process.argv);
@@ -25,6 +25,9 @@ function metricsFileArg(): string | undefined {
   return args.find((a) => a.startsWith('--metrics-file='))?.slice('--metrics-file='.length);
 }
 
+// Help needs no config: it is what an operator reads before there is one.
+if (args.some((a) => a === '--help' || a === '-h' || a === '--version')) await cli(['run', ...args]);
+
 try {
   const config = loadConfig(configPath(flag >= 0 ? args[flag + 1] : undefined));
   if (config.retention.days > 0 && !args.includes('--dry-run')) pruneWhenDone(config);
@@ -37,12 +40,11 @@ try {
     ...args,
   ]);
 } catch (err) {
-  const say = (m: string) => process.stderr.write(terminalSafe(`d1-optout nightly: ${redactText(m)}\n`));
-  say((err as Error).message);
+  say(redactText((err as Error).message));
   const code = err instanceof JobError ? err.exitCode : EXIT.USAGE;
   // A config that cannot be loaded is a refused night too: monitoring must see it.
   const metrics = metricsFileArg();
-  if (metrics !== undefined) writeExitMetrics(metrics, null, code, say);
+  if (metrics !== undefined) writeExitMetrics(metrics, null, code, (m) => say(redactText(m)));
   process.exit(code);
 }
 
@@ -61,7 +63,7 @@ function pruneWhenDone(config: Config): void {
     const configArgs = flag >= 0 && args[flag + 1] !== undefined ? ['--config', args[flag + 1]!] : [];
     const prune = spawnSync(process.execPath, [main, 'prune', '--older-than', String(config.retention.days), ...configArgs], { stdio: 'inherit' });
     if (prune.status !== EXIT.OK) {
-      process.stderr.write(`d1-optout nightly: prune after the run did not complete (exit ${prune.status ?? prune.signal}); it runs again after the next night\n`);
+      say(`nightly job: prune after the run did not complete (exit ${prune.status ?? prune.signal}); it runs again after the next night`);
     }
   });
 }

@@ -41,9 +41,11 @@ if [ -s "$tmp/stdout" ]; then
   awk 'NF == 0 { exit } { print }' "$tmp/stdout"
   grep -E '^(Next|Nothing to rerun)' "$tmp/stdout"
 fi
-# The reason, as the job said it on stderr (its own one-line errors and warnings).
-if grep -qE '^(d1-optout|[0-9T:.-]+Z? (warn|error))' "$tmp/stderr"; then
+# The reason, as the job said it on stderr: every line there starts with "d1-optout: "; the
+# progress lines are left out.
+reasons=$(grep -E '^d1-optout: ' "$tmp/stderr" | grep -vE '^d1-optout: [0-9T:.-]+Z progress ' | tail -n 10)
+if [ -n "$reasons" ]; then
   echo
-  grep -E '^(d1-optout|[0-9T:.-]+Z? (warn|error))' "$tmp/stderr" | tail -n 10
+  printf '%s\n' "$reasons"
 fi
 exit "$code"

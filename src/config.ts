@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { UsageError } from './errors.js';
 import { redactText } from './log.js';
-import type { Config } from './types.js';
+import { LOG_LEVELS, type Config } from './types.js';
 
 /** The defaults of docs/design.md §6; a config file only states what differs. */
 export const DEFAULT_CONFIG: Config = {
@@ -302,7 +302,7 @@ function validate(c: Config, fromEnv: ReadonlySet<string>): void {
   if (/[/\\\0]/.test(c.input.doneMarker) || /\.(csv|gz)$/i.test(c.input.doneMarker)) {
     throw new UsageError(`config key input.doneMarker: expected a file name suffix such as ".done", found ${showValue(c.input.doneMarker)}`);
   }
-  if (!['error', 'warn', 'info', 'debug'].includes(c.log.level)) {
+  if (!(LOG_LEVELS as readonly string[]).includes(c.log.level)) {
     throw new UsageError('config key log.level: expected error, warn, info or debug');
   }
   if (!(c.check.minFreeMiB >= 0)) throw new UsageError('config key check.minFreeMiB: expected 0 or more MiB (0 turns the free-space check off)');

@@ -1,7 +1,7 @@
 import winston from 'winston';
 import { maskCardNumbers } from './cards/pan.js';
 import { ensurePrivateFile } from './private-file.js';
-import { terminalSafe } from './text.js';
+import { prefixLines } from './text.js';
 
 export type Logger = winston.Logger;
 
@@ -89,7 +89,7 @@ const readable = winston.format.printf((info) => {
     .join(' ');
   const batch = batchId ? ` [${String(batchId)}]` : '';
   const stack = typeof info['stack'] === 'string' && level === 'debug' ? `\n${info['stack']}` : '';
-  return terminalSafe(`${String(timestamp)} ${level}${batch}: ${String(message)}${extras ? ` ${extras}` : ''}${stack}`);
+  return prefixLines(`${String(timestamp)} ${level}${batch}: ${String(message)}${extras ? ` ${extras}` : ''}${stack}`);
 });
 
 export interface LoggerOptions {
@@ -118,7 +118,8 @@ export function createLogger(opts: LoggerOptions): Logger {
   if (opts.console) {
     transports.push(
       new winston.transports.Console({
-        level: process.stderr.isTTY ? opts.level : 'warn',
+        // Off a terminal (cron mail) warnings and errors at most, fewer when the level asks for fewer.
+        level: process.stderr.isTTY || opts.level === 'error' ? opts.level : 'warn',
         stderrLevels: ['error', 'warn', 'info', 'debug'],
         format: readable,
       }),

@@ -33,3 +33,19 @@ export function terminalJson(value: unknown): string {
     (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
   );
 }
+
+/**
+ * What every line the job writes on stderr starts with (docs/design.md §5): its own messages, the
+ * log's lines and the progress lines alike, so cron mail and `grep '^d1-optout: '` find them all.
+ */
+export const STDERR_PREFIX = 'd1-optout: ';
+
+/** `text` with STDERR_PREFIX before each of its lines, made safe for a terminal. */
+export function prefixLines(text: string): string {
+  return terminalSafe(text.split('\n').map((line) => STDERR_PREFIX + line).join('\n'));
+}
+
+/** Writes one message (one or more lines) on stderr, each line prefixed. */
+export function say(text: string): void {
+  process.stderr.write(prefixLines(text.replace(/\n+$/, '')) + '\n');
+}

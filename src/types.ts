@@ -99,6 +99,10 @@ export interface D1Paths {
   consumerOperation: string;
 }
 
+/** The levels of `log.level` and `--log-level`, most severe first. */
+export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
 export interface Config {
   d1: {
     baseUrl: string;
@@ -144,7 +148,7 @@ export interface Config {
     /** When set, `X.csv` is taken only once `X.csv<doneMarker>` exists; "" is off. */
     doneMarker: string;
   };
-  log: { level: 'error' | 'warn' | 'info' | 'debug'; file: string; progressEverySec: number };
+  log: { level: LogLevel; file: string; progressEverySec: number };
   /** `d1-optout check` and `run --dry-run`: a filesystem the job writes to with less free space than this fails. */
   check: { minFreeMiB: number };
 }
@@ -254,6 +258,8 @@ export interface InputSummary {
   /** True when the file had been ingested by an earlier batch and was not read again. */
   seenBefore: boolean;
   firstBatchId: string | null;
+  /** Where the file is now when the batch moved it from the inbox to the archive; null otherwise. */
+  archivedTo: string | null;
 }
 
 /** Why an inbox file was left where it is, to be taken by a later run (docs/design.md §11). */
@@ -308,6 +314,12 @@ export interface BatchSummary {
     achievedRps: number | null;
     /** The most requests (opt-outs and polls) started in any one calendar second. */
     peakRps: number;
+    /**
+     * Requests to D1's token endpoint, counted apart from `requests` (the API's), and those that
+     * got no token: when the token endpoint is down nothing reaches the API (docs/design.md §13).
+     */
+    tokenRequests: number;
+    tokenFailures: number;
   };
   /**
    * Lines reported FAILED_RETRYABLE whose target is still SUBMITTING for this batch: the process
@@ -328,6 +340,10 @@ export interface RequestSecond {
   second: string;
   requests: number;
   http429: number;
+  /** Answered with a 5xx: D1 (or a gateway in front of it) failing. */
+  http5xx: number;
+  /** No answer at all: a timeout or a network error (the ledger records those without a status). */
+  noAnswer: number;
 }
 
 /** One line of `status`: a batch at a glance. Counts add the input rows and the carried-over targets. */

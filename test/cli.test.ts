@@ -52,7 +52,7 @@ describe('d1-optout command line', () => {
     expect(rerun.stdout).toMatch(/^Next: nothing to do/m);
     const rerunId = /Batch (\S+) \(rerun of /.exec(rerun.stdout)![1]!;
 
-    const status = await runCli(['status', '--config', world.configFile]);
+    const status = await runCli(['status', '--wide', '--config', world.configFile]);
     expect(status.code).toBe(0);
     const [header, ...rest] = status.stdout.split('\n');
     const rows = rest.slice(0, 2);

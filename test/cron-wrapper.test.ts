@@ -66,7 +66,17 @@ describe('cron wrapper', () => {
     const r = await wrapped(world, ['run', '--config', world.configFile, world.file('a.csv', csv(HEADER, rows))]);
     expect(r.code).toBe(4);
     expect(r.stdout).toMatch(/exited 4 \(aborted; the next run resumes from the ledger\)/);
-    expect(r.stdout).toMatch(/^Aborted: D1 looks unavailable: 6 retryable failures in a row/m);
+    expect(r.stdout).toMatch(/^Aborted: D1's token endpoint looks unavailable: 6 requests in a row got no access token/m);
     expect(r.stdout).toMatch(/^Next: \d+ to retry: /m);
+  });
+
+  it('the mail quotes the job\'s own lines from stderr (warnings, errors), not its progress lines', async () => {
+    const world = await makeWorld({ scenario: { unknownIds: ['CARD-404'] }, config: { rate: { requestsPerSecond: 8 }, log: { level: 'info', progressEverySec: 1 } } });
+    const rows = [...Array.from({ length: 16 }, (_, i) => `CARD-W${i},,CLOSED,`), 'CARD-404,,CLOSED,'];
+    const r = await wrapped(world, ['run', '--config', world.configFile, world.file('a.csv', csv(HEADER, rows))]);
+    expect(r.code).toBe(1);
+    expect(r.dated).toMatch(/^d1-optout: \S+Z progress \[/m);
+    expect(r.stdout).toMatch(/^d1-optout: \S+Z warn \[\S+\]: opt-out of CARD CARD-404 failed/m);
+    expect(r.stdout).not.toMatch(/ progress /);
   });
 });

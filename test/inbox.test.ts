@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { parse } from 'node-html-parser';
 import { Ledger } from '../src/ledger/index.js';
 import type { BatchSummary } from '../src/types.js';
 import { assertReconciles, closeWorldsAfterEach, csv, makeWorld, optOutCalls, ROOT, runCli, type World } from './helpers.js';
@@ -288,5 +289,36 @@ describe('bad files', () => {
     const r = await runCli(['run', '--config', world.configFile, fifo], {}, DEADLINE);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(`${fifo}: is a FIFO, not a card file`);
+  });
+});
+
+describe('archived inputs', () => {
+  it('summary.json, report.html and the summary name each archived file where it is now, not the inbox path', async () => {
+    const world = await makeWorld();
+    mkdirSync(world.config.inbox, { recursive: true });
+    const inboxFile = join(world.config.inbox, 'a.csv');
+    writeFileSync(inboxFile, csv(HEADER, ['CARD-A1,CLOSED']));
+    const first = await runCli(inboxArgs(world), {}, DEADLINE);
+    expect(first.code).toBe(0);
+    // The same name again on another night: the archive already has an a.csv, so this one is suffixed.
+    writeFileSync(inboxFile, csv(HEADER, ['CARD-A2,CLOSED']));
+    const second = await runCli(inboxArgs(world), {}, DEADLINE);
+    expect(second.code).toBe(0);
+    for (const [run, archived] of [
+      [first, join(world.config.archive, 'a.csv')],
+      [second, join(world.config.archive, `a.csv.${summaryOf(world, second.stdout).batchId}`)],
+    ] as const) {
+      const s = summaryOf(world, run.stdout);
+      expect(existsSync(archived)).toBe(true);
+      expect(s.inputs).toEqual([expect.objectContaining({ path: inboxFile, archivedTo: archived, rows: 1 })]);
+      const cells = parse(readFileSync(join(s.reportDir, 'report.html'), 'utf8')).querySelectorAll('#inputs-table td').map((td) => td.textContent);
+      expect(cells[0]).toBe(archived);
+      expect(cells[4]).toBe(`read; archived from ${inboxFile}`);
+      expect(run.stdout).toContain(`Archived: ${inboxFile} -> ${archived}`);
+    }
+    // Files given as arguments are not moved: they are listed where they were read.
+    const given = world.file('given.csv', csv(HEADER, ['CARD-G,CLOSED']));
+    const third = await world.run([given]);
+    expect(third.summary.inputs).toEqual([expect.objectContaining({ path: given, archivedTo: null })]);
   });
 });

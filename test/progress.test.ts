@@ -95,10 +95,10 @@ describe('progress off a terminal (cron)', () => {
     const batchId = /Batch (\S+) \(run\)/.exec(run.stdout)![1]!;
     const lines = run.stderr.trim().split('\n');
     // After the opt-outs the run polls for pending.maxWaitMs; a line may fall into that stage too.
-    for (const l of lines) expect(l).toMatch(new RegExp(`^\\S+Z progress \\[${batchId}\\] (sending|polling): `));
+    for (const l of lines) expect(l).toMatch(new RegExp(`^d1-optout: \\S+Z progress \\[${batchId}\\] (sending|polling): `));
     const sending = lines.filter((l) => l.includes('] sending: '));
     expect(sending.length).toBeGreaterThanOrEqual(2); // 50 opt-outs at 20/s take 2.5 s
-    const line = new RegExp(`^(\\S+Z) progress \\[${batchId}\\] sending: (\\d+)/50 targets \\(\\d+%\\), (?:\\d+\\.\\d|…) req/s, ETA [^;]+; 0 × 429, paused 0\\.0 s$`);
+    const line = new RegExp(`^d1-optout: (\\S+Z) progress \\[${batchId}\\] sending: (\\d+)/50 targets \\(\\d+%\\), (?:\\d+\\.\\d|…) req/s, ETA [^;]+; 0 × 429, paused 0\\.0 s$`);
     const parsed = sending.map((l) => {
       const m = line.exec(l);
       expect(m, l).not.toBeNull();
@@ -115,7 +115,7 @@ describe('progress off a terminal (cron)', () => {
     expect(poll.code).toBe(0);
     const polling = poll.stderr.trim().split('\n');
     expect(polling.length).toBeGreaterThanOrEqual(1);
-    for (const l of polling) expect(l).toMatch(/^\S+Z progress polling: \d+\/50 pending operation\(s\) settled, \d+ poll\(s\), (\d+\.\d|…) req\/s$/);
+    for (const l of polling) expect(l).toMatch(/^d1-optout: \S+Z progress polling: \d+\/50 pending operation\(s\) settled, \d+ poll\(s\), (\d+\.\d|…) req\/s$/);
     expect(poll.stdout).toContain(`Batch ${batchId}: 0 still pending`);
 
     const logged = readFileSync(world.config.log.file, 'utf8')

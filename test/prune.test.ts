@@ -117,7 +117,7 @@ describe('prune', () => {
     expect(kept.stdout).toContain(`batch ${cId}`);
 
     // status lists the pruned batch like any other.
-    const status = await runCli(['status', '--config', world.configFile]);
+    const status = await runCli(['status', '--wide', '--config', world.configFile]);
     expect(status.code).toBe(0);
     expect(status.stdout).toMatch(new RegExp(`^${aId} +run +- +\\S+ \\S+ +\\S+ s +COMPLETED\\* +3 +1 `, 'm'));
     expect(status.stdout).toMatch(new RegExp(`^${cId} +run +- +\\S+ \\S+ +\\S+ s +COMPLETED +1 +0 `, 'm'));

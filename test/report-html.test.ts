@@ -290,3 +290,48 @@ describe('report.html in headless Chromium', () => {
     expect(values[3]).toEqual(['descending', 'CARD CARD-409']);
   });
 });
+
+describe('report.html of a night D1 was failing', () => {
+  it('the rate chart marks the 5xx answers and the requests that got no answer, with a legend, as it marks 429s', async () => {
+    // D1 answers a share of requests 503 and drops the connection of others: every target is
+    // retried until it gets through, so the batch completes and its chart shows the failures.
+    const outage = await makeWorld({
+      scenario: { fail5xxRate: 0.3, resetRate: 0.2, seed: 11 },
+      config: { rate: { requestsPerSecond: 40, maxAttempts: 10 } },
+    });
+    try {
+      const { summary: s } = await outage.run([outage.file('a.csv', csv(HEADER, Array.from({ length: 30 }, (_, i) => `CARD-F${i},,CLOSED,`)))]);
+      const page = parse(readFileSync(join(s.reportDir, 'report.html'), 'utf8'));
+      const byStatus = s.d1.requestsByStatus;
+      const fivexx = Object.entries(byStatus).filter(([k]) => Number(k) >= 500).reduce((n, [, v]) => n + v, 0);
+      expect(fivexx).toBeGreaterThan(0);
+      expect(byStatus['0']).toBeGreaterThan(0);
+      const secs = page.querySelectorAll('#rate-chart g.sec');
+      expect(secs.reduce((n, g) => n + num(g, 'data-requests'), 0)).toBe(s.d1.requests);
+      expect(secs.reduce((n, g) => n + num(g, 'data-http5xx'), 0)).toBe(fivexx);
+      expect(secs.reduce((n, g) => n + num(g, 'data-no-answer'), 0)).toBe(byStatus['0']);
+      for (const [data, kind] of [['data-http5xx', '5xx'], ['data-no-answer', 'noanswer']] as const) {
+        const marked = secs.filter((g) => num(g, data) > 0);
+        expect(marked.length, kind).toBeGreaterThan(0);
+        for (const g of marked) {
+          expect(g.querySelectorAll(`rect.r${kind}`), kind).toHaveLength(1);
+          expect(g.querySelectorAll(`path.mark${kind}`), kind).toHaveLength(1);
+        }
+        expect(page.querySelectorAll(`#rate-chart .mark${kind}`), kind).toHaveLength(marked.length);
+      }
+      const legend = page.querySelector('#rate-legend')!.textContent;
+      expect(legend).toContain('answered 5xx');
+      expect(legend).toContain('no answer (timeout or network error)');
+      // The stacked parts of a second never stand taller than its requests.
+      for (const g of secs) {
+        const heights = g.querySelectorAll('rect').reduce((h, r) => h + Number(attr(r, 'height')), 0);
+        const total = Number(attr(g.querySelector('rect.req')!, 'y')) + Number(attr(g.querySelector('rect.req')!, 'height'));
+        expect(heights).toBeLessThanOrEqual(total);
+      }
+      const { problems } = await renderInChromium(join(s.reportDir, 'report.html'));
+      expect(problems).toEqual([]);
+    } finally {
+      await outage.close();
+    }
+  });
+});

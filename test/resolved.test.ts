@@ -37,7 +37,7 @@ describe('resolved by a later batch', () => {
     expect(b.exitCode).toBe(0);
     const bId = b.summary.batchId;
 
-    const status = await runCli(['status', '--config', world.configFile]);
+    const status = await runCli(['status', '--wide', '--config', world.configFile]);
     const lines = status.stdout.split('\n');
     const cols = lines[0]!.trim().split(/\s{2,}/);
     const rowA = lines.find((l) => l.startsWith(aId))!.trim().split(/\s{2,}/);

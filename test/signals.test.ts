@@ -100,10 +100,40 @@ describe('log events', () => {
     const lines = logLines(world);
     const abort = closing(lines);
     expect(abort).toMatchObject({ event: 'batch.abort', level: 'error', status: 'ABORTED', exitCode: 4 });
-    expect(abort.reason).toMatch(/D1 looks unavailable/);
+    expect(abort.reason).toMatch(/^D1's token endpoint looks unavailable: 12 requests in a row got no access token/);
     const failing = events(lines, 'd1.failing');
     expect(failing).toHaveLength(1);
     expect(failing[0]!.level).toBe('error');
+  });
+
+  it('the token endpoint down (exit 4): summary and abort reason name it, and D1 requests 0 does not contradict the failures in a row', async () => {
+    const world = await makeWorld({
+      scenario: { tokenAnswer: { status: 503, body: { errorCode: 'SERVICE_UNAVAILABLE', error: 'down' } } },
+      config: { rate: { concurrency: 2, maxAttempts: 3 }, abort: { maxConsecutiveFailures: 8 } },
+    });
+    const rows = Array.from({ length: 20 }, (_, i) => `CARD-T${i},,CLOSED,`);
+    const r = await runCli(['run', '--config', world.configFile, world.file('a.csv', csv(HEADER, rows))]);
+    expect(r.code).toBe(4);
+    expect(world.sim.state().requests - world.sim.state().tokenRequests).toBe(0); // nothing reached the API
+    const tokenRequests = world.sim.state().tokenRequests;
+    expect(tokenRequests).toBeGreaterThan(0);
+    expect(r.stdout).toMatch(/^Aborted: D1's token endpoint looks unavailable: 8 requests in a row got no access token and were not sent \(last: token endpoint answered HTTP 503 \(SERVICE_UNAVAILABLE: down\)\)$/m);
+    expect(r.stdout).toMatch(new RegExp(`^  D1 requests +0 +none sent: the token endpoint failed ${tokenRequests} time\\(s\\), so there was no access token$`, 'm'));
+    expect(r.stdout).toMatch(new RegExp(`^  Token requests +${tokenRequests} +${tokenRequests} got no access token from D1's token endpoint$`, 'm'));
+    expect(r.stdout).not.toMatch(/retryable failures in a row/);
+    const abort = closing(logLines(world));
+    expect(abort.reason).toMatch(/^D1's token endpoint looks unavailable/);
+    const summary = JSON.parse(readFileSync(`${/Report: (\S+)\/report\.html/.exec(r.stdout)![1]}/summary.json`, 'utf8')) as { d1: Record<string, number> };
+    expect(summary.d1).toMatchObject({ requests: 0, tokenRequests, tokenFailures: tokenRequests });
+  });
+
+  it('the API failing while tokens are issued (exit 4): the reason blames D1, not the token endpoint', async () => {
+    const world = await makeWorld({ scenario: { fail5xxRate: 1 }, config: { rate: { concurrency: 1, maxAttempts: 2 }, abort: { maxConsecutiveFailures: 4 } } });
+    const r = await runCli(['run', '--config', world.configFile, world.file('a.csv', csv(HEADER, Array.from({ length: 5 }, (_, i) => `CARD-U${i},,CLOSED,`)))]);
+    expect(r.code).toBe(4);
+    expect(r.stdout).toMatch(/^Aborted: D1 looks unavailable: 4 retryable failures in a row \(last: Service unavailable\)$/m);
+    expect(r.stdout).toMatch(/^  D1 requests +4 +\(5\d\d: \d+(, 5\d\d: \d+)?\), \d+ retr(y|ies)$/m);
+    expect(r.stdout).not.toMatch(/Token requests/);
   });
 
   it('SIGTERM (exit 4): batch.abort at error, naming the signal, is the last line', async () => {

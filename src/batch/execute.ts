@@ -37,6 +37,6 @@ export async function executeBatch(ctx: BatchContext): Promise<BatchResult> {
     log.error('batch stopped by an internal error', { error: err });
   }
   const lim = ctx.limiter.stats();
-  const stats = { throttledMs: lim.throttledMs, lowestRps: lim.lowestRps, tokenRequests: ctx.client.tokens.requests, commits: ledger.committer.commits };
+  const stats = { throttledMs: lim.throttledMs, lowestRps: lim.lowestRps, tokenRequests: ctx.client.tokens.requests, tokenFailures: ctx.client.tokens.failures, commits: ledger.committer.commits };
   return finishBatch(ledger, batchId, ctx.config.reportsDir, ctx.stop.reason, stats, log);
 }

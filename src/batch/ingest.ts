@@ -49,7 +49,7 @@ export async function ingestFiles(
       }
       ledger.files.addInput(batchId, ord, path, sha256, true);
       log.info(`input ${path} was already ingested by batch ${seen.firstBatchId}; not read again (use --force to read it anyway)`);
-      const input = { path, sha256, rows: 0, rejected: 0, seenBefore: true, firstBatchId: seen.firstBatchId };
+      const input = { path, sha256, rows: 0, rejected: 0, seenBefore: true, firstBatchId: seen.firstBatchId, archivedTo: null };
       inputs.push(input);
       opts.onFileDone?.(path, input);
       progress.on({ type: 'rows', rows: 0, rejected: 0, fileDone: true });
@@ -104,7 +104,7 @@ export async function ingestFiles(
     }
     progress.on({ type: 'rows', rows: 0, rejected: 0, fileDone: true });
     log.info(`ingested ${path}: ${rows} rows, ${rejected} rejected`, { rows, rejected });
-    const input = { path, sha256, rows, rejected, seenBefore: false, firstBatchId: batchId };
+    const input = { path, sha256, rows, rejected, seenBefore: false, firstBatchId: batchId, archivedTo: null };
     inputs.push(input);
     opts.onFileDone?.(path, input);
   }

@@ -145,7 +145,9 @@ async function ingestAndPlan(
       inbox && opts.moveFiles
         ? (path) => {
             faultPoint('kill-before-archive'); // between the commit and the move
-            archiveFile(entries.get(path)!, inbox.archive, batchId, log);
+            const to = archiveFile(entries.get(path)!, inbox.archive, batchId, log);
+            // The report names the file where it is now, not where it was read (docs/design.md §4).
+            if (to !== null) ledger.batches.recordArchived(batchId, maskPath(path), maskPath(to));
           }
         : undefined,
     onChanged: (path) => {

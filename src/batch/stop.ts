@@ -51,6 +51,8 @@ export const STREAK = 5;
  */
 export class CircuitBreaker {
   private consecutive = 0;
+  /** Of the failures in a row, those that never left for want of an access token. */
+  private withoutToken = 0;
   private streakLogged = false;
 
   constructor(
@@ -58,14 +60,17 @@ export class CircuitBreaker {
     private readonly stop: StopSignal,
   ) {}
 
-  record(kind: 'ok' | 'failure', lastError: string | null, log: Logger): void {
+  /** `notSent`: the request never left because the token endpoint gave no access token. */
+  record(kind: 'ok' | 'failure', lastError: string | null, log: Logger, notSent = false): void {
     if (kind === 'ok') {
       if (this.streakLogged) log.info(`D1 answers again after ${this.consecutive} retryable failures in a row`, { event: 'd1.recovered', failuresInRow: this.consecutive });
       this.consecutive = 0;
+      this.withoutToken = 0;
       this.streakLogged = false;
       return;
     }
     this.consecutive++;
+    if (notSent) this.withoutToken++;
     if (!this.streakLogged && this.consecutive >= Math.min(STREAK, this.limit)) {
       this.streakLogged = true;
       log.error(`D1 is failing: ${this.consecutive} retryable failures in a row (last: ${lastError ?? 'unknown'}); the run stops after ${this.limit}`, {
@@ -74,8 +79,19 @@ export class CircuitBreaker {
         lastError,
       });
     }
-    if (this.consecutive >= this.limit) {
-      this.stop.stop(`D1 looks unavailable: ${this.consecutive} retryable failures in a row (last: ${lastError ?? 'unknown'})`);
+    if (this.consecutive >= this.limit) this.stop.stop(this.reason(lastError));
+  }
+
+  /**
+   * The abort reason names the token endpoint when it is what failed: those requests were never
+   * sent, and a reason that blamed the API would contradict a summary of 0 API requests.
+   */
+  private reason(lastError: string | null): string {
+    const last = `last: ${lastError ?? 'unknown'}`;
+    if (this.withoutToken === this.consecutive) {
+      return `D1's token endpoint looks unavailable: ${this.consecutive} requests in a row got no access token and were not sent (${last})`;
     }
+    const some = this.withoutToken > 0 ? `, ${this.withoutToken} of them not sent for want of an access token` : '';
+    return `D1 looks unavailable: ${this.consecutive} retryable failures in a row${some} (${last})`;
   }
 }

@@ -49,7 +49,7 @@ export function recordAnswer(ctx: BatchContext, t: TargetRecord, a: D1Answer, st
   const what = a.error ?? (a.httpStatus ? `HTTP ${a.httpStatus}` : null);
   if (a.class === 'fatal') ctx.stop.stop(a.error ?? 'D1 refused our credentials');
   // A 429 is the limiter's business, not a sign that D1 is down.
-  else if (a.httpStatus !== 429) ctx.breaker.record(a.class === 'retryable' ? 'failure' : 'ok', what, ctx.log);
+  else if (a.httpStatus !== 429) ctx.breaker.record(a.class === 'retryable' ? 'failure' : 'ok', what, ctx.log, !a.sent);
   if (a.httpStatus !== 429) {
     const failed = a.class === 'retryable' || a.class === 'fatal';
     const words = [a.httpStatus ? `HTTP ${a.httpStatus}` : a.sent ? 'no answer:' : 'not sent:', a.errorCode, a.httpStatus ? null : a.error].filter(Boolean).join(' ');

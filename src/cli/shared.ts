@@ -9,7 +9,7 @@ import { setCommandConfig } from '../report/command-line.js';
 import { checkMetricsPath, writeExitMetrics } from '../report/metrics.js';
 import { formatSummary } from '../report/terminal.js';
 import { progressDisplay } from '../report/progress.js';
-import { terminalJson, terminalSafe } from '../text.js';
+import { say, terminalJson } from '../text.js';
 import type { BatchSummary, Config, ProgressListener } from '../types.js';
 
 /** The end of every command's --help: what the exit codes mean and what the environment may set. */
@@ -23,6 +23,8 @@ export const HELP_EPILOGUE = [
 export interface CommonArgs {
   config?: string;
   json?: boolean;
+  /** The global `--log-level`, which wins over `log.level`. */
+  'log-level'?: string;
 }
 
 export const configOption = {
@@ -68,24 +70,24 @@ export async function runCommand(
     if (opts.metricsFile === undefined) return;
     writeExitMetrics(opts.metricsFile, env?.batch ?? null, exitCode, (m) => {
       if (log) log.warn(m);
-      else process.stderr.write(`d1-optout: ${m}\n`);
+      else say(m);
     });
   };
   const onSignal = (sig: NodeJS.Signals) => {
     if (stop.stopped) {
-      process.stderr.write(`d1-optout: second ${sig}, exiting now; the ledger is consistent and the next run resumes\n`);
+      say(`second ${sig}, exiting now; the ledger is consistent and the next run resumes`);
       metricsOnExit(EXIT.ABORTED);
       process.exit(EXIT.ABORTED);
     }
     stop.stop(`received ${sig}`);
-    process.stderr.write(`d1-optout: ${sig} received: finishing the requests in flight, then writing the report (send again to exit at once)\n`);
+    say(`${sig} received: finishing the requests in flight, then writing the report (send again to exit at once)`);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   // Whatever escapes is still one line and exit 4: the ledger holds every committed step, and the
   // next run closes the batch this one leaves behind.
   const crash = (err: unknown) => {
-    process.stderr.write(terminalSafe(`d1-optout: internal error: ${redactText(err instanceof Error ? err.message : String(err))}; the next run resumes from the ledger\n`));
+    say(`internal error: ${redactText(err instanceof Error ? err.message : String(err))}; the next run resumes from the ledger`);
     metricsOnExit(EXIT.ABORTED);
     process.exit(EXIT.ABORTED);
   };
@@ -95,16 +97,16 @@ export async function runCommand(
     const file = configPath(args.config);
     const config = loadConfig(file);
     setCommandConfig(file);
-    log = createLogger({ level: config.log.level, file: opts.writesLog ? config.log.file : null, console: true });
+    log = createLogger({ level: args['log-level'] ?? config.log.level, file: opts.writesLog ? config.log.file : null, console: true });
     env = { config, log, stop, batch: null };
     code = await body(env);
   } catch (err) {
     if (err instanceof JobError) {
-      process.stderr.write(terminalSafe(`d1-optout: ${redactText(err.message)}\n`));
+      say(redactText(err.message));
       if (log) logRefusal(log, err);
       code = err.exitCode;
     } else {
-      process.stderr.write(terminalSafe(`d1-optout: internal error: ${redactText((err as Error).message ?? String(err))}\n`));
+      say(`internal error: ${redactText((err as Error).message ?? String(err))}`);
       if (log) logToFileOnly(log, 'error', 'internal error', { error: err });
       code = EXIT.ABORTED;
     }

@@ -6,6 +6,7 @@ import { EXIT, JobError } from '../errors.js';
 import { redactText } from '../log.js';
 import { loadScenarioFile, makeSimCerts, startSimulator, type SimIssuer } from '../sim/index.js';
 import { HELP_EPILOGUE } from './shared.js';
+import { say } from '../text.js';
 
 interface Args {
   port: number;
@@ -50,7 +51,7 @@ export const simModule: CommandModule<object, Args> = {
           (issuers.length ? `  trusts issuer ${issuers[0]!.issuerId} (kid ${issuers[0]!.kid})\n` : '  trusts no issuer: pass --config to accept your job\n'),
       );
     } catch (err) {
-      process.stderr.write(`d1-optout sim: ${redactText((err as Error).message)}\n`);
+      say(`simulator: ${redactText((err as Error).message)}`);
       process.exit(err instanceof JobError ? err.exitCode : EXIT.USAGE);
     }
   },

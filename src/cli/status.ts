@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { EXIT, UsageError } from '../errors.js';
-import { batchOverviews, formatStatus } from '../report/status.js';
+import { STATUS_WIDTH, batchOverviews, formatStatus } from '../report/status.js';
 import { buildSummary } from '../report/summary.js';
 import { formatSummary } from '../report/terminal.js';
 import { terminalJson } from '../text.js';
@@ -9,6 +9,7 @@ import { HELP_EPILOGUE, configOption, jsonOption, openReadonly, runCommand, type
 interface Args extends CommonArgs {
   batch?: string;
   limit: number;
+  wide: boolean;
 }
 
 export const statusModule: CommandModule<object, Args> = {
@@ -19,6 +20,7 @@ export const statusModule: CommandModule<object, Args> = {
       ...configOption,
       batch: { type: 'string', describe: 'show this batch in detail' },
       limit: { type: 'number', default: 10, describe: 'how many recent batches to list' },
+      wide: { type: 'boolean', default: false, describe: `every column, however wide (by default the table keeps within ${STATUS_WIDTH} columns)` },
       ...jsonOption,
     }).example('$0 status', 'the recent batches at a glance').example('$0 status --batch 2026-11-30T0200-ab12', "one batch's summary and what to type next").epilogue(HELP_EPILOGUE) as never,
   handler: (args) =>
@@ -34,7 +36,7 @@ export const statusModule: CommandModule<object, Args> = {
         const batches = batchOverviews(ledger, args.limit);
         const targets = ledger.targets.countByState();
         const waiting = ledger.targets.waitingForConsumer();
-        process.stdout.write((args.json ? terminalJson({ batches, targets, waiting }) : formatStatus(batches, targets, waiting)) + '\n');
+        process.stdout.write((args.json ? terminalJson({ batches, targets, waiting }) : formatStatus(batches, targets, waiting, { wide: args.wide })) + '\n');
         return EXIT.OK;
       } finally {
         ledger.close();

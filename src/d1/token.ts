@@ -58,6 +58,8 @@ export class TokenProvider {
   private expiresAt = 0;
   private inflight: Promise<string> | null = null;
   requests = 0;
+  /** Token requests that got no token: the summary says so apart from D1's API requests (docs/design.md §13). */
+  failures = 0;
 
   constructor(
     private readonly key: KeyObject,
@@ -68,9 +70,14 @@ export class TokenProvider {
 
   async get(): Promise<string> {
     if (this.token && this.clock.now() < this.expiresAt) return this.token;
-    this.inflight ??= this.fetchToken().finally(() => {
-      this.inflight = null;
-    });
+    this.inflight ??= this.fetchToken()
+      .catch((err: unknown) => {
+        this.failures++;
+        throw err;
+      })
+      .finally(() => {
+        this.inflight = null;
+      });
     return this.inflight;
   }
 

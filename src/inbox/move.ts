@@ -64,18 +64,21 @@ function moveMarker(entry: InboxEntry, folder: string, batchId: string, log: Log
 }
 
 /**
- * Moves an ingested file (and its marker) to the archive. A file that cannot be moved stays in
+ * Moves an ingested file (and its marker) to the archive; returns where it now is, or null when it
+ * could not be moved. A file that cannot be moved stays in
  * the inbox, which is harmless: the ledger knows its sha256, so the next run reports it as seen
  * and does not read it again.
  */
-export function archiveFile(entry: InboxEntry, archive: string, batchId: string, log: Logger): void {
+export function archiveFile(entry: InboxEntry, archive: string, batchId: string, log: Logger): string | null {
+  let dest: string;
   try {
-    moveInto(archive, entry.path, batchId);
+    dest = moveInto(archive, entry.path, batchId);
   } catch (err) {
     log.warn(`could not move ${maskPath(entry.path)} to the archive ${archive} (${errCode(err)}); it stays in the inbox and the next run skips it as already ingested`);
-    return;
+    return null;
   }
   moveMarker(entry, archive, batchId, log);
+  return dest;
 }
 
 /** An inbox file the card file check refused, with the check's words. */

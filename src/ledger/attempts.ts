@@ -45,7 +45,8 @@ export class Attempts {
     );
     // started_at is ISO 8601 with milliseconds; its first 19 characters name the second.
     this.perSecondStmt = db.prepare<[string], RequestSecond>(
-      `SELECT substr(started_at, 1, 19) AS second, count(*) AS requests, coalesce(sum(http_status = 429), 0) AS http429
+      `SELECT substr(started_at, 1, 19) AS second, count(*) AS requests, coalesce(sum(http_status = 429), 0) AS http429,
+              coalesce(sum(http_status >= 500), 0) AS http5xx, coalesce(sum(http_status IS NULL), 0) AS noAnswer
          FROM attempts WHERE batch_id = ? GROUP BY 1 ORDER BY 1`,
     );
     this.optOutSpanStmt = db.prepare<[string], { n: number; first: string | null; last: string | null }>(

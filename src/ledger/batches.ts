@@ -38,6 +38,7 @@ export class Batches {
   private readonly lastStmt;
   private readonly runningStmt;
   private readonly inboxStmt;
+  private readonly archivedStmt;
 
   constructor(db: Db) {
     this.insertStmt = db.prepare(
@@ -49,6 +50,7 @@ export class Batches {
       `UPDATE batches SET status = ?, ended_at = ?, abort_reason = ?, stats = json_patch(stats, ?) WHERE id = ?`,
     );
     this.inboxStmt = db.prepare(`UPDATE batches SET stats = json_set(stats, '$.inbox', json(?)) WHERE id = ?`);
+    this.archivedStmt = db.prepare(`UPDATE batches SET stats = json_set(stats, '$.archived', json(?)) WHERE id = ?`);
     this.listStmt = db.prepare<[number], BatchRow>(`SELECT * FROM batches ORDER BY started_at DESC, rowid DESC LIMIT ?`);
     this.lastStmt = db.prepare<[], BatchRow>(`SELECT * FROM batches ORDER BY started_at DESC, rowid DESC LIMIT 1`);
     this.runningStmt = db.prepare<[], BatchRow>(`SELECT * FROM batches WHERE status = 'RUNNING' ORDER BY started_at`);
@@ -86,6 +88,18 @@ export class Batches {
   inboxOf(id: string): InboxOutcome {
     const inbox = this.get(id)?.stats['inbox'] as Partial<InboxOutcome> | undefined;
     return { deferred: inbox?.deferred ?? [], quarantined: inbox?.quarantined ?? [] };
+  }
+
+  /** Records where an input file of the batch was archived to; `path` as the batch's inputs name it. */
+  recordArchived(id: string, path: string, archivedTo: string): void {
+    const archived = this.archivedOf(id);
+    archived[path] = archivedTo;
+    this.archivedStmt.run(JSON.stringify(archived), id);
+  }
+
+  /** Input path → archive path, for the batch's inputs that were moved to the archive. */
+  archivedOf(id: string): Record<string, string> {
+    return { ...((this.get(id)?.stats['archived'] as Record<string, string> | undefined) ?? {}) };
   }
 
   finish(id: string, status: BatchStatus, abortReason: string | null, stats: Record<string, unknown>): void {

@@ -81,6 +81,7 @@ export class Files {
       rejected: r.rejected,
       seenBefore: r.seen_before === 1,
       firstBatchId: r.first_batch_id,
+      archivedTo: null,
     }));
   }
 

@@ -51,7 +51,7 @@ ul.next { margin: 0; padding-left: 18px; } ul.next code { background: var(--bg);
 svg { width: 100%; height: auto; display: block; }
 svg text { font: 12px system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif; fill: var(--fg); }
 svg .axis { stroke: #8c959f; } svg .grid { stroke: #eaeef2; } svg .tick { fill: var(--muted); }
-svg .req { fill: #4a7fc1; } svg .r429 { fill: #d62728; } svg .mark429 { fill: #d62728; }
+svg .req { fill: #4a7fc1; } svg .r429, svg .mark429 { fill: #d62728; } svg .r5xx, svg .mark5xx { fill: #7b1fa2; } svg .rnoanswer, svg .marknoanswer { fill: #616161; }
 svg .carried { fill-opacity: .45; }
 .o-OPTED_OUT { fill: #2e7d32; } .o-PENDING { fill: #f2a900; } .o-FAILED_RETRYABLE { fill: #e8590c; }
 .o-FAILED_PERMANENT { fill: #c62828; } .o-NOT_ATTEMPTED { fill: #795548; }
@@ -59,7 +59,7 @@ svg .carried { fill-opacity: .45; }
 .o-SKIPPED_COVERED_BY_CONSUMER { fill: #5c6bc0; } .o-SKIPPED_PREVIOUSLY_FAILED { fill: #8d6e63; }
 .o-NOT_ENROLLED { fill: #26a69a; } .o-SKIPPED_NOT_ENROLLED { fill: #80cbc4; }
 .legend span { margin-right: 14px; } .legend i { display: inline-block; width: 10px; height: 10px; margin-right: 5px; border-radius: 2px; }
-.legend .l-req { background: #4a7fc1; } .legend .l-429 { background: #d62728; } .legend .l-rows { background: #555; } .legend .l-carried { background: #555; opacity: .45; }
+.legend .l-req { background: #4a7fc1; } .legend .l-429 { background: #d62728; } .legend .l-5xx { background: #7b1fa2; } .legend .l-noanswer { background: #616161; } .legend .l-rows { background: #555; } .legend .l-carried { background: #555; opacity: .45; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; width: 100%; font-size: 13px; }
 th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
@@ -124,6 +124,7 @@ function tiles(s: BatchSummary): string {
     tile('failed', 'Failed or not attempted', failed, formatCount(failed), failed > 0 ? 'bad' : ''),
     tile('skipped', 'Skipped', skipped, formatCount(skipped)),
     tile('requests', 'D1 requests', s.d1.requests, formatCount(s.d1.requests)),
+    ...(s.d1.tokenFailures > 0 ? [tile('token-failures', 'Token requests that got no token', s.d1.tokenFailures, formatCount(s.d1.tokenFailures), 'bad')] : []),
     tile('achieved-rps', 'Achieved req/s', rate, rate.toFixed(1)),
     tile('http429', '429 answers', s.d1.http429, formatCount(s.d1.http429), s.d1.http429 > 0 ? 'warn' : ''),
     tile('paused-ms', 'Time paused', s.d1.throttledMs, formatDuration(s.d1.throttledMs)),
@@ -181,8 +182,22 @@ function elapsedLabel(sec: number): string {
 }
 
 /**
+ * What the rate chart stacks on top of the answered requests, bottom to top, each also marked in a
+ * row of its own under the axis: a 429 is D1 turning us away for our rate, a 5xx or no answer at
+ * all (a timeout, a network error) is D1 failing, so an outage reads as one at a glance.
+ */
+const FAILURE_KINDS = [
+  { key: 'http429', css: '429', label: 'answered 429 (too many requests)', mark: (x: number, y: number) => `M${x.toFixed(2)} ${y} l5 8 h-10 z` },
+  { key: 'http5xx', css: '5xx', label: 'answered 5xx (D1 failing)', mark: (x: number, y: number) => `M${(x - 4).toFixed(2)} ${y} h8 v8 h-8 z` },
+  { key: 'noAnswer', css: 'noanswer', label: 'no answer (timeout or network error)', mark: (x: number, y: number) => `M${x.toFixed(2)} ${y} l4 4 l-4 4 l-4 -4 z` },
+] as const;
+
+type FailureKey = (typeof FAILURE_KINDS)[number]['key'];
+
+/**
  * Requests started per second over the run, seconds without any request included (a 429 pause
- * shows as a gap), with the 429 answers stacked in red and marked under the axis.
+ * shows as a gap), with the 429s, 5xx answers and requests that got no answer stacked in their
+ * colours and marked under the axis.
  */
 function rateChart(perSecond: readonly RequestSecond[]): string {
   const first = perSecond[0];
@@ -192,18 +207,18 @@ function rateChart(perSecond: readonly RequestSecond[]): string {
   const span = (Date.parse(`${last.second}Z`) - t0) / 1000 + 1;
   const bucketSec = Math.ceil(span / MAX_COLUMNS);
   const n = Math.ceil(span / bucketSec);
-  const buckets = Array.from({ length: n }, () => ({ requests: 0, http429: 0 }));
+  const buckets = Array.from({ length: n }, () => ({ requests: 0, http429: 0, http5xx: 0, noAnswer: 0 }));
   for (const s of perSecond) {
     const b = buckets[Math.floor((Date.parse(`${s.second}Z`) - t0) / 1000 / bucketSec)]!;
     b.requests += s.requests;
-    b.http429 += s.http429;
+    for (const k of FAILURE_KINDS) b[k.key] += s[k.key];
   }
   const width = 960;
-  const height = 260;
+  const height = 272;
   const left = 48;
   const right = 12;
   const top = 12;
-  const bottom = 46;
+  const bottom = 58;
   const plotW = width - left - right;
   const plotH = height - top - bottom;
   const yMax = niceMax(Math.max(...buckets.map((b) => b.requests / bucketSec)));
@@ -214,21 +229,33 @@ function rateChart(perSecond: readonly RequestSecond[]): string {
     parts.push(`<line class="grid" x1="${left}" x2="${width - right}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}"/>`);
     parts.push(`<text class="tick" x="${left - 6}" y="${(y(v) + 4).toFixed(1)}" text-anchor="end">${esc(Number.isInteger(v) ? v : v.toFixed(1))}</text>`);
   }
+  const markRow = (i: number) => top + plotH + 3 + i * 10;
   buckets.forEach((b, i) => {
     if (b.requests === 0) return;
     const x = left + i * colW;
     const w = Math.max(colW - (colW > 3 ? 1 : 0), 0.5);
-    const ok = (b.requests - b.http429) / bucketSec;
-    const r429 = b.http429 / bucketSec;
+    const failed = FAILURE_KINDS.reduce((sum, k) => sum + b[k.key], 0);
+    let base = (b.requests - failed) / bucketSec;
     const at = new Date(t0 + i * bucketSec * 1000).toISOString().slice(11, 19);
+    const said = [
+      b.http429 ? `${b.http429} answered 429` : '',
+      b.http5xx ? `${b.http5xx} answered 5xx` : '',
+      b.noAnswer ? `${b.noAnswer} got no answer` : '',
+    ].filter(Boolean);
+    let stacked = `<rect class="req" x="${x.toFixed(2)}" y="${y(base).toFixed(2)}" width="${w.toFixed(2)}" height="${(top + plotH - y(base)).toFixed(2)}"/>`;
+    FAILURE_KINDS.forEach((k, row) => {
+      const count = b[k.key];
+      if (!count) return;
+      const v = count / bucketSec;
+      stacked +=
+        `<rect class="r${k.css}" x="${x.toFixed(2)}" y="${y(base + v).toFixed(2)}" width="${w.toFixed(2)}" height="${(y(base) - y(base + v)).toFixed(2)}"/>` +
+        `<path class="mark${k.css}" d="${k.mark(x + w / 2, markRow(row))}"/>`;
+      base += v;
+    });
     parts.push(
-      `<g class="sec" data-offset="${i * bucketSec}" data-requests="${b.requests}" data-http429="${b.http429}">` +
-        `<title>${esc(`${at} UTC: ${b.requests} request(s)${b.http429 ? `, ${b.http429} answered 429` : ''}${bucketSec > 1 ? ` in ${bucketSec} s` : ''}`)}</title>` +
-        `<rect class="req" x="${x.toFixed(2)}" y="${y(ok).toFixed(2)}" width="${w.toFixed(2)}" height="${(top + plotH - y(ok)).toFixed(2)}"/>` +
-        (b.http429
-          ? `<rect class="r429" x="${x.toFixed(2)}" y="${y(ok + r429).toFixed(2)}" width="${w.toFixed(2)}" height="${(y(ok) - y(ok + r429)).toFixed(2)}"/>` +
-            `<path class="mark429" d="M${(x + w / 2).toFixed(2)} ${top + plotH + 3} l5 9 h-10 z"/>`
-          : '') +
+      `<g class="sec" data-offset="${i * bucketSec}" data-requests="${b.requests}" data-http429="${b.http429}" data-http5xx="${b.http5xx}" data-no-answer="${b.noAnswer}">` +
+        `<title>${esc(`${at} UTC: ${b.requests} request(s)${said.length ? `, ${said.join(', ')}` : ''}${bucketSec > 1 ? ` in ${bucketSec} s` : ''}`)}</title>` +
+        stacked +
         `</g>`,
     );
   });
@@ -236,16 +263,17 @@ function rateChart(perSecond: readonly RequestSecond[]): string {
   const axisSec = Math.max(n, MIN_COLUMNS) * bucketSec;
   const step = TICK_STEPS_SEC.find((st) => axisSec / st <= 8) ?? Math.ceil(axisSec / 8 / 3600) * 3600;
   for (let t = 0; t <= axisSec; t += step) {
-    parts.push(`<text class="tick" x="${(left + (t / bucketSec) * colW).toFixed(1)}" y="${height - 14}" text-anchor="${t === 0 ? 'start' : 'middle'}">${esc(elapsedLabel(t))}</text>`);
+    parts.push(`<text class="tick" x="${(left + (t / bucketSec) * colW).toFixed(1)}" y="${height - 10}" text-anchor="${t === 0 ? 'start' : 'middle'}">${esc(elapsedLabel(t))}</text>`);
   }
-  const total = buckets.reduce((a, b) => a + b.requests, 0);
-  const total429 = buckets.reduce((a, b) => a + b.http429, 0);
+  const total = (k: 'requests' | FailureKey) => buckets.reduce((a, b) => a + b[k], 0);
   const caption =
     `Started ${esc(formatUtc(new Date(t0).toISOString()))} UTC; ${bucketSec > 1 ? `each column averages ${bucketSec} seconds; ` : 'one column per second; '}` +
-    `${formatCount(total)} request(s), ${formatCount(total429)} answered 429 (red, marked under the axis).`;
+    `${formatCount(total('requests'))} request(s): ${formatCount(total('http429'))} answered 429 (red), ${formatCount(total('http5xx'))} answered 5xx (purple), ` +
+    `${formatCount(total('noAnswer'))} got no answer (grey); each is also marked under the axis.`;
+  const legend = FAILURE_KINDS.map((k) => `<span><i class="l-${k.css}"></i>${esc(k.label)}</span>`).join('');
   return (
     `<svg id="rate-chart" viewBox="0 0 ${width} ${height}" role="img" aria-label="Requests per second" data-bucket-seconds="${bucketSec}">${parts.join('')}</svg>` +
-    `<p class="legend"><span><i class="l-req"></i>requests per second</span><span><i class="l-429"></i>answered 429 (too many requests)</span></p>` +
+    `<p class="legend" id="rate-legend"><span><i class="l-req"></i>requests per second</span>${legend}</p>` +
     `<p class="note">${caption}</p>`
   );
 }
@@ -301,12 +329,13 @@ function rejectsSection(d: HtmlReportData): string {
 
 function inputsSection(s: BatchSummary): string {
   if (s.inputs.length === 0) return '';
+  // Where each file is now: an inbox file is in the archive once its rows are in the ledger.
   const rows = s.inputs.map((i) => [
-    [i.path, 'mono'],
+    [i.archivedTo ?? i.path, 'mono'],
     [i.sha256.slice(0, 16), 'mono'],
     [formatCount(i.rows), 'num'],
     [formatCount(i.rejected), 'num'],
-    [i.seenBefore ? `already ingested by batch ${i.firstBatchId ?? '?'}; not read again` : 'read'],
+    [[i.seenBefore ? `already ingested by batch ${i.firstBatchId ?? '?'}; not read again` : 'read', i.archivedTo ? `archived from ${i.path}` : ''].filter(Boolean).join('; ')],
   ] as [string, string?][]);
   return `<section id="inputs"><h2>Input files</h2>${table('inputs-table', [['file', false], ['sha256', false], ['rows', true], ['rejected', true], ['', false]], rows)}</section>`;
 }

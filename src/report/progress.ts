@@ -2,6 +2,7 @@ import cliProgress from 'cli-progress';
 import type { Logger } from '../log.js';
 import type { ProgressEvent, ProgressListener, ProgressStage, RequestCounters } from '../types.js';
 import { formatCount, formatDuration } from './format.js';
+import { prefixLines } from '../text.js';
 
 /** Rates and ETAs are taken over the last few seconds: long enough to be steady, short enough to show a 429 pause. */
 const WINDOW_MS = 10_000;
@@ -314,7 +315,7 @@ export class LogLineProgress implements ProgressDisplay {
     const rates = this.board.rates();
     const fields = { stage, done: value, total, requestsPerSec: rates ? Math.round(rates.requestsPerSec * 10) / 10 : null, ...this.board.d1 };
     (batchId ? this.log.child({ batchId }) : this.log).info(`progress ${text}`, { progress: fields });
-    this.stream.write(`${new Date().toISOString()} progress${batchId ? ` [${batchId}]` : ''} ${text}\n`);
+    this.stream.write(`${prefixLines(`${new Date().toISOString()} progress${batchId ? ` [${batchId}]` : ''} ${text}`)}\n`);
   }
 }
 

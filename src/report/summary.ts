@@ -6,13 +6,14 @@ import { FAILURE_OUTCOMES, type BatchSummary, type BatchStatus, type InputSummar
 export function buildSummary(ledger: Ledger, batchId: string, reportsDir: string): BatchSummary {
   const batch = ledger.batches.get(batchId);
   if (!batch) throw new Error(`no batch ${batchId} in ledger ${ledger.path}`);
-  const inputs = ledger.files.inputs(batchId);
+  const archived = ledger.batches.archivedOf(batchId);
+  const inputs = ledger.files.inputs(batchId).map((i) => ({ ...i, archivedTo: archived[i.path] ?? null }));
   const { deferred, quarantined } = ledger.batches.inboxOf(batchId);
   const { rows, carriedOver } = ledger.items.counts(batchId);
   const requestsByStatus = ledger.attempts.requestsByStatus(batchId);
   const span = ledger.attempts.optOutSpan(batchId);
   const peakRps = ledger.attempts.perSecond(batchId).reduce((m, s) => Math.max(m, s.requests), 0);
-  const stats = batch.stats as { throttledMs?: number; lowestRps?: number | null; tokenRequests?: number };
+  const stats = batch.stats as { throttledMs?: number; lowestRps?: number | null; tokenRequests?: number; tokenFailures?: number };
   return {
     batchId,
     kind: batch.kind,
@@ -36,6 +37,8 @@ export function buildSummary(ledger: Ledger, batchId: string, reportsDir: string
       lowestRps: stats.lowestRps ?? null,
       achievedRps: achievedRps(span.requests, span.first, span.last),
       peakRps,
+      tokenRequests: stats.tokenRequests ?? 0,
+      tokenFailures: stats.tokenFailures ?? 0,
     },
     inDoubt: ledger.items.inDoubt(batchId),
     resolvedBy: ledger.items.resolvedBy(batchId),

@@ -28,12 +28,22 @@ function figures(s: BatchSummary): string[] {
   const rows: string[][] = [
     ['Rejected rows', formatCount(s.rows.rejected), s.rows.rejected > 0 ? 'see rejects.csv' : ''],
     ['Duration', ms === null ? 'running' : formatDuration(ms), ''],
-    ['D1 requests', formatCount(s.d1.requests), byStatus ? `(${byStatus}), ${formatCount(s.d1.retries)} retr${s.d1.retries === 1 ? 'y' : 'ies'}` : ''],
+    ['D1 requests', formatCount(s.d1.requests), d1RequestsDetail(s, byStatus)],
+    ...(s.d1.tokenFailures > 0
+      ? [['Token requests', formatCount(s.d1.tokenRequests), `${formatCount(s.d1.tokenFailures)} got no access token from D1's token endpoint`]]
+      : []),
     ['Achieved rate', s.d1.achievedRps === null ? '-' : `${s.d1.achievedRps.toFixed(1)} req/s`, s.d1.peakRps > 0 ? `opt-outs, first to last; peak ${s.d1.peakRps} in one second` : ''],
     ['429 answers', formatCount(s.d1.http429), s.d1.lowestRps !== null && s.d1.http429 > 0 ? `rate lowered to ${s.d1.lowestRps.toFixed(1)} req/s at most` : ''],
     ['Time paused', formatDuration(s.d1.throttledMs), s.d1.throttledMs > 0 ? 'all requests waited for the Retry-After D1 asked for' : ''],
   ];
   return textTable(['', '', ''], rows, [false, true, false], '  ').slice(1);
+}
+
+/** What the API requests were; with none at all because the token endpoint failed, that instead. */
+function d1RequestsDetail(s: BatchSummary, byStatus: string): string {
+  if (byStatus) return `(${byStatus}), ${formatCount(s.d1.retries)} retr${s.d1.retries === 1 ? 'y' : 'ies'}`;
+  if (s.d1.tokenFailures > 0) return `none sent: the token endpoint failed ${formatCount(s.d1.tokenFailures)} time(s), so there was no access token`;
+  return '';
 }
 
 /** The readable end-of-run summary for stdout: what happened, where the report is, what to type next. */
@@ -50,6 +60,8 @@ export function formatSummary(s: BatchSummary, opts: { dryRun?: boolean } = {}):
   const seen = s.inputs.filter((i) => i.seenBefore);
   lines.push(`Inputs: ${read.length} file(s) read${seen.length ? `, ${seen.length} already ingested before and skipped` : ''}; rows ${s.rows.total} = ${s.rows.valid} valid + ${s.rows.rejected} rejected`);
   for (const i of seen) lines.push(`  skipped ${i.path}: ingested by batch ${i.firstBatchId ?? '?'} (use --force to read it again)`);
+  const archived = s.inputs.filter((i) => i.archivedTo);
+  if (archived.length > 0) lines.push(`Archived: ${archived.map((i) => `${i.path} -> ${i.archivedTo}`).join(', ')}`);
   if (s.deferred.length > 0) {
     lines.push(`Deferred: ${s.deferred.length} file(s) left in the inbox for a later run, not an error: ${s.deferred.map((d) => `${d.path} (${d.reason})`).join(', ')}`);
   }
