@@ -1,6 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { EXIT } from '../errors.js';
 import { identityOf, Ledger } from '../ledger/index.js';
+import { commandLine } from '../report/command-line.js';
 import { configOption, runCommand, type CommonArgs } from './shared.js';
 
 interface Args extends CommonArgs {
@@ -21,7 +22,7 @@ export const initModule: CommandModule<object, Args> = {
       const id = identityOf(config);
       if (!args.rebind) {
         Ledger.create(config.ledger, id).close();
-        process.stdout.write(`Created ledger ${config.ledger} for issuer ${id.issuerId} at ${id.baseUrl}.\nNext: d1-optout check --live\n`);
+        process.stdout.write(`Created ledger ${config.ledger} for issuer ${id.issuerId} at ${id.baseUrl}.\nNext: ${commandLine('check', '--live')}\n`);
         return EXIT.OK;
       }
       const ledger = Ledger.open(config.ledger);
