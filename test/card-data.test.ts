@@ -256,6 +256,28 @@ describe('card numbers in rows, headers and file names (the reviewed findings)',
     for (const t of texts) expect(inClear(PAN).test(t)).toBe(false);
   });
 
+  it('a card number in fullwidth digits (an East Asian input method) is refused and masked like the ASCII one', async () => {
+    const wide = (digits: string) => digits.replace(/[0-9]/g, (d) => String.fromCharCode(0xff10 + Number(d)));
+    const world = await makeWorld();
+    const file = world.file(
+      'cards.csv',
+      ['card_id,consumer_id,reason,reference', `CARD-${wide(PAN)},,CLOSED,`, `CARD-W1,,CLOSED,ref ${wide(PAN)}`, `CARD-W2,,BOGUS,ref ${wide(PAN)}`, 'CARD-W3,,CLOSED,'].join('\n') + '\n',
+    );
+    const run = await runCli(['run', '--config', world.configFile, file]);
+    expect(run.code, run.stderr).toBe(0);
+    const reportDir = join(world.config.reportsDir, /Batch (\S+) /.exec(run.stdout)![1]!);
+    const rejects = readCsv<{ source_line: string; error: string; raw: string }>(join(reportDir, 'rejects.csv'));
+    expect(rejects.map((r) => [r.source_line, r.error === PAN_REJECT])).toEqual([
+      ['2', true],
+      ['3', true],
+      ['4', true], // the card number is found before the unknown reason
+    ]);
+    expect(rejects[1]!.raw).toBe(`CARD-W1,,CLOSED,ref ${wide('411111')}******${wide('1111')}`);
+    expect(Object.keys(world.sim.state().optOutCalls)).toEqual(['CARD:CARD-W3']);
+    const texts = [...walk(world.dir).filter((f) => f !== file).map((f) => readFileSync(f, 'utf8')), run.stdout, run.stderr];
+    for (const t of texts) expect(t.includes(wide(PAN))).toBe(false);
+  });
+
   it('masks a header name holding a card number in the refusal on stderr and in the log', async () => {
     const world = await makeWorld();
     const file = world.file('header.csv', 'card_id,4111.1111.1111.1111\nCARD-1,x\n');

@@ -1,9 +1,10 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'node-html-parser';
+import { fileSha256, inspectCardFile } from '../src/cards/index.js';
 import { Ledger } from '../src/ledger/index.js';
 import type { BatchSummary } from '../src/types.js';
 import { assertReconciles, closeWorldsAfterEach, csv, makeWorld, optOutCalls, ROOT, runCli, type World } from './helpers.js';
@@ -280,6 +281,26 @@ describe('bad files', () => {
     expect(existsSync(world.config.ledger) ? ledgerCount(world, `SELECT count(*) AS n FROM batches`) : 0).toBe(0);
     expect(filesIn(world.config.quarantine)).toEqual([]);
     expect(existsSync(sheet) && existsSync(noHeader)).toBe(true);
+  });
+
+  it('a card file swapped for a FIFO after the inbox was listed is refused when opened, not waited on', async () => {
+    // The listing saw a regular file; by the time the survey or the ingest opens the name, the
+    // upstream has renamed a FIFO over it. A run blocked in open() would hold the lock for good.
+    const world = await makeWorld();
+    const fifo = join(world.dir, 'swapped.csv');
+    execFileSync('mkfifo', [fifo]);
+    const hung = () => new Promise<never>((_, reject) => setTimeout(() => reject(new Error('hung in open()')), 3000).unref());
+    try {
+      await expect(Promise.race([inspectCardFile(fifo, { delimiter: 'auto' }), hung()])).rejects.toThrow(/is not a regular file/);
+      await expect(Promise.race([fileSha256(fifo), hung()])).rejects.toThrow(/is not a regular file/);
+    } finally {
+      // A reader left blocked in open() (the bug) is released, so the worker can end.
+      try {
+        closeSync(openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK));
+      } catch {
+        // no reader waiting: nothing to release
+      }
+    }
   });
 
   it('FILE arguments: a FIFO is refused without being opened (exit 2, no hang)', async () => {

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, readFileSync, statSync, symlinkSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'node-html-parser';
@@ -50,6 +50,21 @@ describe('Next: lines', () => {
     const status = await runCli(['status'], { D1_OPTOUT_CONFIG: world.configFile });
     const details = /^Details: (.+)$/m.exec(status.stdout)![1]!;
     expect((await sh(details, elsewhere)).code).toBe(0);
+  });
+
+  it('init: its Next line (check --live) runs as printed, with the config init was given', async () => {
+    const world = await makeWorld();
+    const config = JSON.parse(readFileSync(world.configFile, 'utf8')) as Record<string, unknown>;
+    const ledger = join(world.dir, 'fresh', 'ledger.sqlite');
+    const file = join(world.dir, 'fresh.config.json');
+    writeFileSync(file, JSON.stringify({ ...config, ledger }), { mode: 0o600 });
+    const init = await runCli(['init'], { D1_OPTOUT_CONFIG: file });
+    expect(init.code).toBe(0);
+    const next = /^Next: (.+)$/m.exec(init.stdout)?.[1];
+    expect(next).toContain(`check --live --config ${file}`);
+    const check = await sh(next!, tmpdir());
+    expect(check.stdout).toMatch(new RegExp(`^ok +ledger: ${ledger}: sound, bound to issuer`, 'm'));
+    expect(check.stdout).toMatch(/^ok +D1 token/m);
   });
 
   it('an installed d1-optout (a symlink on PATH) prints its own path', async () => {

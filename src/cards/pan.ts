@@ -62,8 +62,19 @@ function isSeparatorAcrossFields(c: number): boolean {
   return c < 128 ? ASCII_SEPARATORS_ACROSS_FIELDS[c] === 1 : isUnicodeSeparator(c);
 }
 
-function isDigit(c: number): boolean {
+/**
+ * Fullwidth digits (U+FF10–U+FF19) are what an East Asian input method types for a number: the
+ * same card number, and so masked and refused like the ASCII one.
+ */
+const FULLWIDTH_ZERO = 0xff10;
+const FULLWIDTH_NINE = 0xff19;
+
+function isAsciiDigit(c: number): boolean {
   return c >= ZERO && c <= NINE;
+}
+
+function isDigit(c: number): boolean {
+  return isAsciiDigit(c) || (c >= FULLWIDTH_ZERO && c <= FULLWIDTH_NINE);
 }
 
 /**
@@ -124,7 +135,7 @@ export function luhnValid(digits: string): boolean {
   const n = digits.length;
   if (n < 2) return false;
   for (let i = 0; i < n; i++) {
-    if (!isDigit(digits.charCodeAt(i))) return false;
+    if (!isAsciiDigit(digits.charCodeAt(i))) return false;
   }
   return luhnAt(digits, 0, n);
 }
@@ -156,7 +167,7 @@ function digitRuns(text: string, sep: SeparatorTest): DigitRun[] {
     while (j < n) {
       const c = text.charCodeAt(j);
       if (isDigit(c)) {
-        digits += text[j];
+        digits += isAsciiDigit(c) ? text[j] : String.fromCharCode(c - FULLWIDTH_ZERO + ZERO);
         end = ++j;
       } else if (sep(c)) {
         j++;

@@ -9,6 +9,7 @@
 //   Memory is bounded by a chunk, a batch and `MAX_RECORD_SIZE`, never by the file.
 
 import { createHash } from 'node:crypto';
+import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
@@ -93,6 +94,16 @@ function asCardFileError(file: string, err: unknown): CardFileError {
 }
 
 /**
+ * Opens a card file for reading without waiting on it: a FIFO put in place of a file after the
+ * inbox was listed would otherwise block open() until a writer comes, maybe never, and a run
+ * stuck there holds the ledger lock and ignores the first SIGTERM. O_NONBLOCK changes nothing for
+ * a regular file; whoever calls this refuses anything else once it is open.
+ */
+function openForReading(file: string): Promise<FileHandle> {
+  return open(file, constants.O_RDONLY | constants.O_NONBLOCK);
+}
+
+/**
  * Opens `file` as its decoded bytes, chunk by chunk: gunzipped when the file starts with the gzip
  * magic bytes. Throws `CardFileError` when the file is missing, unreadable, not a regular file,
  * empty, or named `.gz` without being gzip.
@@ -105,7 +116,7 @@ function asCardFileError(file: string, err: unknown): CardFileError {
 async function openDecoded(file: string, opts: { reuse: boolean }): Promise<{ chunks: AsyncIterable<Buffer> & { destroy(): void }; gzip: boolean }> {
   let fh: FileHandle;
   try {
-    fh = await open(file, 'r');
+    fh = await openForReading(file);
   } catch (err) {
     throw asCardFileError(file, err);
   }
@@ -376,14 +387,16 @@ export async function inspectCardFile(path: string, opts: InspectOptions): Promi
 export async function fileSha256(path: string): Promise<string> {
   let fh: FileHandle;
   try {
-    fh = await open(path, 'r');
+    fh = await openForReading(path);
   } catch (err) {
     throw asCardFileError(path, err);
   }
   const hash = createHash('sha256');
   try {
+    if (!(await fh.stat()).isFile()) throw new CardFileError(path, 'is not a regular file');
     for await (const chunk of reusedChunks(fh)) hash.update(chunk);
   } catch (err) {
+    await fh.close().catch(() => {});
     throw asCardFileError(path, err);
   }
   return hash.digest('hex');
