@@ -103,6 +103,21 @@ describe('init: the ledger, and nothing created by accident', () => {
     expect(sent(world)).toBe(0);
   });
 
+  it('run, rerun, poll and backup with a data folder that does not exist: exit 2, and no folder created (not even the log\'s)', async () => {
+    const world = await makeWorld();
+    const data = join(world.dir, 'not-installed');
+    const file = variant(world, 'not-installed', (c) => Object.assign(c, { ledger: join(data, 'ledger.sqlite'), log: { file: join(data, 'log', 'd1-optout.log') } }));
+    const a = world.file('a.csv', csv(HEADER, ['CARD-1,CLOSED']));
+    for (const args of [['run', a], ['run', '--dry-run', a], ['rerun', '--last'], ['poll', '--wait', '0'], ['backup', '--to', join(world.dir, 'b.sqlite')]]) {
+      const r = await runCli([...args, '--config', file]);
+      expect(r.code, args.join(' ')).toBe(2);
+      // run --dry-run writes no log: its preflight names the missing ledger and log folder together.
+      expect(oneLine(r.stderr)).toMatch(/^d1-optout: .*log folder:? \S+ does not exist; create it \(mkdir -p -m 700 \S+\) or correct config key log\.file$/);
+      expect(existsSync(data), args.join(' ')).toBe(false);
+    }
+    expect(sent(world)).toBe(0);
+  });
+
   it('a ledger filled against one D1 is refused with another base URL or issuer (exit 2, both values named), nothing sent to either', async () => {
     const world = await makeWorld();
     const a = world.file('a.csv', csv(HEADER, ['CARD-1,CLOSED', 'CARD-2,FRAUD']));
