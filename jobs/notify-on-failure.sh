@@ -7,6 +7,8 @@
 #
 # Output goes to LOG_DIR/NAME-YYYY-MM-DD.out (appended: a rerun the same day adds to it). The exit
 # code is the job's (docs/design.md §5), so the scheduler and any monitoring see it unchanged.
+# LOG_DIR is made 0700 and the file 0600; a LOG_DIR that is a link, another user's or writable by
+# group or others, or a dated file that is a link or another user's, is refused (exit 2, job not run).
 set -u
 if [ "$#" -lt 3 ]; then
   echo "usage: $0 LOG_DIR NAME COMMAND [ARG..]" >&2
@@ -14,8 +16,27 @@ if [ "$#" -lt 3 ]; then
 fi
 log_dir=$1 name=$2
 shift 2
+# The job's output names batches and files: the job's user only. And another user of the host must
+# not make this append through a link of theirs (onto ~/.bashrc, say): the folder is the user's
+# own and nobody else can write in it, and the dated file is no link and nobody else's.
+umask 077
+refuse() {
+  echo "d1-optout: $1" >&2
+  exit 2
+}
 mkdir -p "$log_dir" || exit 2
 out="$log_dir/$name-$(date +%F).out"
+if [ -L "$log_dir" ]; then
+  refuse "$log_dir is a symbolic link; give the real folder as LOG_DIR"
+elif [ ! -O "$log_dir" ]; then
+  refuse "$log_dir does not belong to this user ($(id -un)); give a folder of its own as LOG_DIR"
+elif [ -n "$(find "$log_dir" -maxdepth 0 -perm /022)" ]; then
+  refuse "$log_dir is writable by group or others; run chmod go-w $log_dir"
+elif [ -L "$out" ]; then
+  refuse "$out is a symbolic link; refusing to write through it (remove it)"
+elif [ -e "$out" ] && [ ! -O "$out" ]; then
+  refuse "$out does not belong to this user ($(id -un)); refusing to write to it (remove it)"
+fi
 tmp=$(mktemp -d) || exit 2
 trap 'rm -rf "$tmp"' EXIT
 

@@ -1,5 +1,8 @@
+import { existsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import winston from 'winston';
 import { maskCardNumbers } from './cards/pan.js';
+import { UsageError } from './errors.js';
 import { ensurePrivateFile } from './private-file.js';
 import { prefixLines } from './text.js';
 
@@ -107,6 +110,10 @@ export function createLogger(opts: LoggerOptions): Logger {
     // symbolic link planted at the path: a link or another user's file is refused here
     // (docs/design.md §14). The transport opens the same path an instant later; only someone who
     // may write into the log's folder could swap it in between, and that folder is the job's own.
+    // The log's folder is made at install, like the job's other folders: a job that made it would
+    // leave folders behind on a mistyped or not yet installed path (docs/design.md §12).
+    const folder = dirname(opts.file);
+    if (!existsSync(folder)) throw new UsageError(`log folder ${folder} does not exist; create it (mkdir -p -m 700 ${folder}) or correct config key log.file`);
     ensurePrivateFile(opts.file, 'config key log.file');
     transports.push(
       new winston.transports.File({

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CLI, ROOT, closeWorldsAfterEach, csv, makeWorld, type World } from './helpers.js';
@@ -78,5 +78,63 @@ describe('cron wrapper', () => {
     expect(r.dated).toMatch(/^d1-optout: \S+Z progress \[/m);
     expect(r.stdout).toMatch(/^d1-optout: \S+Z warn \[\S+\]: opt-out of CARD CARD-404 failed/m);
     expect(r.stdout).not.toMatch(/ progress /);
+  });
+
+  it('writes nothing through another user\'s link or into another user\'s folder: exit 2, one line, the job not run', async () => {
+    const world = await makeWorld();
+    // Tests run as root; uid 65534 is the other user of the host, who may plant links in a folder it can write.
+    const OTHER_UID = 65534;
+    const victim = join(world.dir, 'bashrc');
+    writeFileSync(victim, 'PS1=x\n', { mode: 0o600 });
+    const dated = (dir: string) => join(dir, `nightly-${new Date().toISOString().slice(0, 10)}.out`);
+    const refused = async (logDir: string, message: string) => {
+      const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        const child = spawn(WRAPPER, [logDir, 'nightly', process.execPath, CLI, 'run', '--config', world.configFile, world.file('a.csv', csv(HEADER, ['CARD-1,,CLOSED,']))], { cwd: world.dir });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+        child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+        child.on('close', (code) => resolve({ code, stdout, stderr }));
+      });
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toBe(`d1-optout: ${message}\n`);
+      expect(readFileSync(victim, 'utf8')).toBe('PS1=x\n');
+      expect(world.sim.state().requests).toBe(0);
+    };
+
+    const linked = join(world.dir, 'linked');
+    mkdirSync(linked, { mode: 0o700 });
+    symlinkSync(victim, dated(linked));
+    await refused(linked, `${dated(linked)} is a symbolic link; refusing to write through it (remove it)`);
+
+    const theirsFile = join(world.dir, 'theirs-file');
+    mkdirSync(theirsFile, { mode: 0o700 });
+    writeFileSync(dated(theirsFile), '');
+    chownSync(dated(theirsFile), OTHER_UID, OTHER_UID);
+    await refused(theirsFile, `${dated(theirsFile)} does not belong to this user (root); refusing to write to it (remove it)`);
+
+    const open = join(world.dir, 'open');
+    mkdirSync(open);
+    chmodSync(open, 0o777);
+    await refused(open, `${open} is writable by group or others; run chmod go-w ${open}`);
+
+    const theirs = join(world.dir, 'theirs');
+    mkdirSync(theirs, { mode: 0o700 });
+    chownSync(theirs, OTHER_UID, OTHER_UID);
+    await refused(theirs, `${theirs} does not belong to this user (root); give a folder of its own as LOG_DIR`);
+
+    const dirLink = join(world.dir, 'dir-link');
+    symlinkSync(linked, dirLink);
+    await refused(dirLink, `${dirLink} is a symbolic link; give the real folder as LOG_DIR`);
+  });
+
+  it('a new LOG_DIR and its dated file are the job user\'s only (0700, 0600)', async () => {
+    const world = await makeWorld();
+    const r = await wrapped(world, ['run', '--config', world.configFile, world.file('a.csv', csv(HEADER, ['CARD-1,,CLOSED,']))]);
+    expect(r.code).toBe(0);
+    const logDir = join(world.dir, 'cron-out');
+    expect(statSync(logDir).mode & 0o777).toBe(0o700);
+    expect(statSync(join(logDir, readdirSync(logDir)[0]!)).mode & 0o777).toBe(0o600);
   });
 });

@@ -103,6 +103,21 @@ describe('init: the ledger, and nothing created by accident', () => {
     expect(sent(world)).toBe(0);
   });
 
+  it('run, rerun, poll and backup with a data folder that does not exist: exit 2, and no folder created (not even the log\'s)', async () => {
+    const world = await makeWorld();
+    const data = join(world.dir, 'not-installed');
+    const file = variant(world, 'not-installed', (c) => Object.assign(c, { ledger: join(data, 'ledger.sqlite'), log: { file: join(data, 'log', 'd1-optout.log') } }));
+    const a = world.file('a.csv', csv(HEADER, ['CARD-1,CLOSED']));
+    for (const args of [['run', a], ['run', '--dry-run', a], ['rerun', '--last'], ['poll', '--wait', '0'], ['backup', '--to', join(world.dir, 'b.sqlite')]]) {
+      const r = await runCli([...args, '--config', file]);
+      expect(r.code, args.join(' ')).toBe(2);
+      // run --dry-run writes no log: its preflight names the missing ledger and log folder together.
+      expect(oneLine(r.stderr)).toMatch(/^d1-optout: .*log folder:? \S+ does not exist; create it \(mkdir -p -m 700 \S+\) or correct config key log\.file$/);
+      expect(existsSync(data), args.join(' ')).toBe(false);
+    }
+    expect(sent(world)).toBe(0);
+  });
+
   it('a ledger filled against one D1 is refused with another base URL or issuer (exit 2, both values named), nothing sent to either', async () => {
     const world = await makeWorld();
     const a = world.file('a.csv', csv(HEADER, ['CARD-1,CLOSED', 'CARD-2,FRAUD']));
@@ -116,13 +131,15 @@ describe('init: the ledger, and nothing created by accident', () => {
         const r = await runCli([...args, '--config', elsewhere]);
         expect(r.code, args.join(' ')).toBe(2);
         expect(oneLine(r.stderr)).toContain(`d1.baseUrl: recorded ${world.config.d1.baseUrl}, configured ${prod.baseUrl}`);
+        // Only the base URL differs: the deliberate move is offered.
+        expect(oneLine(r.stderr)).toMatch(/: use the ledger made for this config, or move this one deliberately with d1-optout init --rebind$/);
       }
       expect(prod.state().requests + prod.state().tokenRequests).toBe(0);
 
       const otherIssuer = variant(world, 'issuer', (c) => (c['d1']!['issuerId'] = 'OTHERISSUE'));
       const r = await runCli(['run', '--force', '--config', otherIssuer, a]);
       expect(r.code).toBe(2);
-      expect(oneLine(r.stderr)).toMatch(/^d1-optout: ledger \S+ holds the history of another D1 \(d1\.issuerId: recorded TESTISSUER, configured OTHERISSUE\): .*d1-optout init --rebind$/);
+      expect(oneLine(r.stderr)).toMatch(/^d1-optout: ledger \S+ holds the history of another D1 \(d1\.issuerId: recorded TESTISSUER, configured OTHERISSUE\): use the ledger made for this config, or create a new ledger for issuer OTHERISSUE with d1-optout init and a new ledger path$/);
       expect(sent(world)).toBe(before);
     } finally {
       await prod.close();
@@ -154,6 +171,28 @@ describe('init: the ledger, and nothing created by accident', () => {
     expect(again.stdout).toContain('nothing changed');
     expect(identity(world.config.ledger).history).toHaveLength(2);
     expect(sent(world)).toBe(0);
+  });
+
+  it('init --rebind never moves a ledger to another issuer: exit 2, one line, identity and history untouched, that issuer still refused', async () => {
+    const world = await makeWorld();
+    const a = world.file('a.csv', csv(HEADER, ['CARD-1,CLOSED']));
+    expect((await runCli(['run', '--config', world.configFile, a])).code).toBe(0);
+    const before = identity(world.config.ledger);
+    const sentBefore = sent(world);
+    const moves = [{ issuerId: 'OTHERISSUE' }, { issuerId: 'OTHERISSUE', baseUrl: 'http://127.0.0.1:9/banking/v1' }];
+    for (const move of moves) {
+      const other = variant(world, 'other', (c) => Object.assign(c['d1']!, move));
+      const r = await runCli(['init', '--rebind', '--config', other]);
+      expect(r.code).toBe(2);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toBe(
+        `d1-optout: ledger ${world.config.ledger} records issuer ${ISSUER}, not OTHERISSUE; a ledger holds one issuer's history: create a new ledger for issuer OTHERISSUE with d1-optout init and a new ledger path\n`,
+      );
+      expect(identity(world.config.ledger)).toEqual(before);
+      // Nothing of that issuer's is skipped as this one's: its run is still refused.
+      expect((await runCli(['run', '--force', '--config', other, a])).code).toBe(2);
+    }
+    expect(sent(world)).toBe(sentBefore);
   });
 
   it('a ledger made before identities existed is bound on first open, with a warning, and keeps its history', async () => {
@@ -260,7 +299,7 @@ describe('check: the preflight', () => {
     const elsewhere = variant(world, 'elsewhere', (c) => (c['d1']!['issuerId'] = 'OTHERISSUE'));
     const [ledgerLine, ...rest] = await failing(world, elsewhere);
     expect(rest).toEqual([]);
-    expect(ledgerLine).toMatch(/^FAIL {2}ledger: ledger \S+ holds the history of another D1 \(d1\.issuerId: recorded TESTISSUER, configured OTHERISSUE\): use the ledger made for this config, or move this one deliberately with d1-optout init --rebind$/);
+    expect(ledgerLine).toMatch(/^FAIL {2}ledger: ledger \S+ holds the history of another D1 \(d1\.issuerId: recorded TESTISSUER, configured OTHERISSUE\): use the ledger made for this config, or create a new ledger for issuer OTHERISSUE with d1-optout init and a new ledger path$/);
 
     // Tests run as root, which writes through any mode bits: a folder under a regular file can never be written.
     const plain = world.file('plain-file', 'x');

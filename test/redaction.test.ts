@@ -1,7 +1,7 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CardFileError } from '../src/errors.js';
 import { signAssertion } from '../src/d1/token.js';
@@ -43,6 +43,7 @@ beforeAll(async () => {
   const pemLines = pem.split('\n').slice(1, -2);
 
   const file = join(dir, 'log', 'job.log');
+  mkdirSync(dirname(file), { mode: 0o700 }); // the log's folder is the install's, not the logger's
   const log = createLogger({ level: 'debug', file, console: false });
 
   // 1. in messages

@@ -118,8 +118,9 @@ beforeAll(async () => {
   configFile = join(world.dir, 'secrets.config.json');
   writeFileSync(configFile, JSON.stringify(cfg, null, 2));
   const c = ['--config', configFile];
-  // The install: the ledger's parent folder, then `init` (which makes only the ledger's own folder).
+  // The install: the ledger's parent folder and the log's, then `init` (which makes only the ledger's own folder).
   mkdirSync(join(var_, 'ledger'), { recursive: true, mode: 0o700 });
+  mkdirSync(join(var_, 'log'), { mode: 0o700 });
   outputs.push(await cli(['init', ...c]));
 
   const inputs = join(world.dir, 'in');

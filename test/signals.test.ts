@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CLI, closeWorldsAfterEach, csv, makeWorld, optOutCalls, runCli, type World } from './helpers.js';
 
@@ -58,6 +59,25 @@ describe('log events', () => {
     expect(end.requestsByStatus).toEqual({ '200': 2 });
     expect(end.durationMs).toBeGreaterThanOrEqual(0);
     expect(logLines(world).filter((l) => l.level !== 'info' && l.level !== 'debug')).toEqual([]);
+  });
+
+  it('a report folder that cannot be written after the batch ran: a warning naming it, and the batch still closes with its own exit code, summary and one batch.end', async () => {
+    const world = await makeWorld();
+    const r = await runCli(['run', '--config', world.configFile, world.file('a.csv', csv(HEADER, ['CARD-1,,CLOSED,', 'CARD-2,,FRAUD,']))], { D1_OPTOUT_FAULT: 'plant-report-link' });
+    expect(r.code, r.stderr).toBe(0);
+    const end = closing(logLines(world));
+    expect(end).toMatchObject({ event: 'batch.end', status: 'COMPLETED', exitCode: 0, outcomes: { OPTED_OUT: 2 } });
+    expect(optOutCalls(world.sim)).toBe(2);
+    const dir = join(world.config.reportsDir, end.batchId!);
+    expect(r.stdout).toContain('OPTED_OUT');
+    expect(r.stderr).toContain(`batch ${end.batchId} ran to its close, but its report cannot be written to ${dir} (`);
+    expect(r.stderr).toMatch(new RegExp(`once the folder is fixed, write the report with .* report --batch ${end.batchId}`));
+    expect(logLines(world).filter((l) => l.level === 'warn' && l.message.includes(dir))).toHaveLength(1);
+    expect(lstatSync(dir).isSymbolicLink()).toBe(true); // refused, not written through
+    rmSync(dir);
+    const later = await runCli(['report', '--config', world.configFile, '--batch', end.batchId!]);
+    expect(later.code, later.stderr).toBe(0);
+    expect(existsSync(join(dir, 'summary.json'))).toBe(true);
   });
 
   it('a run with failures (exit 1): batch.end at warn, and the 404 a warning', async () => {

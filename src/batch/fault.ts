@@ -1,4 +1,4 @@
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, symlinkSync } from 'node:fs';
 
 /** The points where the crash tests make the job die on the spot (D1_OPTOUT_FAULT=<point>). */
 export type FaultPoint = 'kill-while-staging' | 'kill-before-ingest-commit' | 'kill-before-archive';
@@ -15,4 +15,12 @@ export function faultPoint(point: FaultPoint): void {
  */
 export function faultAppend(file: string): void {
   if (process.env['D1_OPTOUT_FAULT'] === 'append-before-admit') appendFileSync(file, '\n');
+}
+
+/**
+ * For the test of a report that cannot be written after the batch ran (docs/design.md §13): with
+ * D1_OPTOUT_FAULT=plant-report-link, another user's link appears at the batch's report folder.
+ */
+export function faultPlantReportLink(reportDir: string): void {
+  if (process.env['D1_OPTOUT_FAULT'] === 'plant-report-link') symlinkSync(`${reportDir}.planted-target`, reportDir);
 }

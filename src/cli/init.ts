@@ -10,11 +10,11 @@ interface Args extends CommonArgs {
 
 export const initModule: CommandModule<object, Args> = {
   command: 'init',
-  describe: "create the ledger, recording the config's d1.issuerId and d1.baseUrl (--rebind: move an existing ledger to them)",
+  describe: "create the ledger, recording the config's d1.issuerId and d1.baseUrl (--rebind: move an existing ledger to a new base URL)",
   builder: (y) =>
     y.options({
       ...configOption,
-      rebind: { type: 'boolean', default: false, describe: "move the existing ledger to this config's issuer and base URL (recorded in its history)" },
+      rebind: { type: 'boolean', default: false, describe: "move the existing ledger to this config's base URL (recorded in its history); never to another issuer" },
     }) as never,
   handler: (args) =>
     // No log file: init makes the ledger and its own folder, nothing else.

@@ -35,10 +35,16 @@ export function mismatch(path: string, recorded: LedgerIdentity, configured: Led
   if (recorded.issuerId !== configured.issuerId) diffs.push(`d1.issuerId: recorded ${recorded.issuerId}, configured ${configured.issuerId}`);
   if (!sameBaseUrl(recorded.baseUrl, configured.baseUrl)) diffs.push(`d1.baseUrl: recorded ${recorded.baseUrl}, configured ${configured.baseUrl}`);
   if (diffs.length === 0) return null;
-  return (
-    `ledger ${path} holds the history of another D1 (${diffs.join('; ')}): ` +
-    'use the ledger made for this config, or move this one deliberately with d1-optout init --rebind'
-  );
+  // Only a new base URL may be moved to (docs/design.md §12): another issuer's history is never this one's.
+  const otherwise =
+    recorded.issuerId !== configured.issuerId
+      ? newLedgerFor(configured.issuerId)
+      : 'move this one deliberately with d1-optout init --rebind';
+  return `ledger ${path} holds the history of another D1 (${diffs.join('; ')}): use the ledger made for this config, or ${otherwise}`;
+}
+
+function newLedgerFor(issuerId: string): string {
+  return `create a new ledger for issuer ${issuerId} with d1-optout init and a new ledger path`;
 }
 
 function record(db: Db, event: HistoryEntry['event'], id: LedgerIdentity, previous: LedgerIdentity | null): void {
@@ -82,11 +88,20 @@ export function bindOrVerify(db: Db, path: string, configured: LedgerIdentity): 
     .immediate();
 }
 
-/** `init --rebind`: moves the ledger to `configured`, recorded with the time (nothing when it is bound there already). */
-export function rebind(db: Db, configured: LedgerIdentity): { previous: LedgerIdentity | null; changed: boolean } {
+/**
+ * `init --rebind`: moves the ledger to `configured`'s base URL, recorded with the time (nothing when
+ * it is bound there already). Refuses (exit 2) another issuer: its cards would be skipped as opted
+ * out already, with nothing sent for them.
+ */
+export function rebind(db: Db, path: string, configured: LedgerIdentity): { previous: LedgerIdentity | null; changed: boolean } {
   return db
     .transaction(() => {
       const previous = readIdentity(db);
+      if (previous && previous.issuerId !== configured.issuerId) {
+        throw new UsageError(
+          `ledger ${path} records issuer ${previous.issuerId}, not ${configured.issuerId}; a ledger holds one issuer's history: ${newLedgerFor(configured.issuerId)}`,
+        );
+      }
       if (previous && !mismatch('', previous, configured)) return { previous, changed: false };
       record(db, 'rebind', configured, previous);
       return { previous, changed: true };

@@ -69,13 +69,13 @@ export class Ledger {
     return bindOrVerify(this.db, this.path, identity);
   }
 
-  /** `init --rebind`: the deliberate move to another issuer or base URL, kept in the ledger's history. */
+  /** `init --rebind`: the deliberate move to another base URL (never another issuer), kept in the ledger's history. */
   rebindTo(identity: LedgerIdentity, staleAfterSec: number): { previous: LedgerIdentity | null; changed: boolean } {
     // Under the run lock (exit 3 if held): a batch in flight keeps the D1 it started with.
     const lock = this.lock(staleAfterSec);
     lock.acquire('init --rebind');
     try {
-      return rebind(this.db, identity);
+      return rebind(this.db, this.path, identity);
     } finally {
       lock.release();
     }
