@@ -322,3 +322,30 @@ describe('archived inputs', () => {
     expect(third.summary.inputs).toEqual([expect.objectContaining({ path: given, archivedTo: null })]);
   });
 });
+
+describe('archive and quarantine moves', () => {
+  it('a file redelivered between the commit of its rows and its move is not archived unread: it stays in the inbox and the next run opts out its cards', async () => {
+    const world = await makeWorld();
+    mkdirSync(world.config.inbox, { recursive: true });
+    const file = join(world.config.inbox, 'a.csv');
+    writeFileSync(file, csv(HEADER, ['CARD-R1,CLOSED', 'CARD-R2,CLOSED']));
+    // Version 2 (version 1's rows and card REDELIVERED-3) is renamed over a.csv after version 1's rows are committed.
+    const first = await runCli(inboxArgs(world), { D1_OPTOUT_FAULT: 'replace-before-archive' }, DEADLINE);
+    expect(first.code).toBe(0);
+    expect(first.stderr).toMatch(/a\.csv was replaced after it was read; the new file was not moved and stays in the inbox as .*a\.csv for the next run/);
+    expect(summaryOf(world, first.stdout).inputs).toEqual([expect.objectContaining({ path: file, rows: 2, archivedTo: null })]);
+    expect(world.sim.state().optOutCalls).toEqual({ 'CARD:CARD-R1': 1, 'CARD:CARD-R2': 1 });
+    expect(readFileSync(file, 'utf8')).toContain('REDELIVERED-3,CLOSED');
+    expect(readdirSync(world.config.inbox)).toEqual(['a.csv']);
+    expect(filesIn(world.config.archive)).toEqual([]);
+
+    const next = await runCli(inboxArgs(world), {}, DEADLINE);
+    expect(next.code).toBe(0);
+    const s = summaryOf(world, next.stdout);
+    expect(s.inputs).toEqual([expect.objectContaining({ path: file, rows: 3, seenBefore: false, archivedTo: join(world.config.archive, 'a.csv') })]);
+    expect(world.sim.state().optOutCalls).toEqual({ 'CARD:CARD-R1': 1, 'CARD:CARD-R2': 1, 'CARD:REDELIVERED-3': 1 });
+    expect(readFileSync(join(world.config.archive, 'a.csv'), 'utf8')).toContain('REDELIVERED-3,CLOSED');
+    expect(mode(join(world.config.archive, 'a.csv'))).toBe(0o600);
+    expect(readdirSync(world.config.inbox)).toEqual([]);
+  });
+});

@@ -1,4 +1,4 @@
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 
 /** The points where the crash tests make the job die on the spot (D1_OPTOUT_FAULT=<point>). */
 export type FaultPoint = 'kill-while-staging' | 'kill-before-ingest-commit' | 'kill-before-archive';
@@ -15,4 +15,18 @@ export function faultPoint(point: FaultPoint): void {
  */
 export function faultAppend(file: string): void {
   if (process.env['D1_OPTOUT_FAULT'] === 'append-before-admit') appendFileSync(file, '\n');
+}
+
+/**
+ * For the test of a file redelivered between the commit of its rows and its move to the archive:
+ * with D1_OPTOUT_FAULT=replace-before-archive, puts a new version of `file` under its name the way
+ * upstream redelivers atomically (written beside it, then renamed over it): the file's rows again
+ * plus a row for card REDELIVERED-<n>, n the number of its lines.
+ */
+export function faultReplace(file: string): void {
+  if (process.env['D1_OPTOUT_FAULT'] !== 'replace-before-archive') return;
+  const text = readFileSync(file, 'utf8');
+  const lines = text.trimEnd().split('\n');
+  writeFileSync(`${file}.v2`, `${lines.join('\n')}\nREDELIVERED-${lines.length},CLOSED\n`);
+  renameSync(`${file}.v2`, file);
 }

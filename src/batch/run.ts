@@ -17,7 +17,7 @@ import { planBatch, type CarrySource } from './plan.js';
 import { abortBatch } from './recover.js';
 import { openSession } from './session.js';
 import type { StopSignal } from './stop.js';
-import { faultPoint } from './fault.js';
+import { faultPoint, faultReplace } from './fault.js';
 
 export interface RunOptions {
   files: string[];
@@ -143,9 +143,10 @@ async function ingestAndPlan(
     force: opts.force,
     onFileDone:
       inbox && opts.moveFiles
-        ? (path) => {
+        ? (path, _input, read) => {
             faultPoint('kill-before-archive'); // between the commit and the move
-            const to = archiveFile(entries.get(path)!, inbox.archive, batchId, log);
+            faultReplace(path);
+            const to = archiveFile(entries.get(path)!, read, inbox.archive, batchId, log);
             // The report names the file where it is now, not where it was read (docs/design.md §4).
             if (to !== null) ledger.batches.recordArchived(batchId, maskPath(path), maskPath(to));
           }
