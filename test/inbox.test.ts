@@ -1,6 +1,6 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'node-html-parser';
@@ -347,5 +347,76 @@ describe('archive and quarantine moves', () => {
     expect(readFileSync(join(world.config.archive, 'a.csv'), 'utf8')).toContain('REDELIVERED-3,CLOSED');
     expect(mode(join(world.config.archive, 'a.csv'))).toBe(0o600);
     expect(readdirSync(world.config.inbox)).toEqual([]);
+  });
+
+  it.each([
+    ['a symbolic link to a world-writable folder', 'is a symbolic link', (w: World) => {
+      const theirs = join(w.dir, 'theirs');
+      mkdirSync(theirs);
+      chmodSync(theirs, 0o777);
+      rmSync(w.config.archive, { recursive: true });
+      symlinkSync(theirs, w.config.archive);
+      return theirs;
+    }],
+    ['a folder of another user', 'belongs to uid 65534', (w: World) => {
+      chownSync(w.config.archive, 65534, 65534);
+      return w.config.archive;
+    }],
+    ['a folder others may write into', 'is writable by group or others', (w: World) => {
+      chmodSync(w.config.archive, 0o777);
+      return w.config.archive;
+    }],
+  ])('an archive that is %s: check FAILs it, and run --inbox refuses before the ledger is touched (exit 2), the file left in the inbox', async (_what, words, plant) => {
+    const world = await makeWorld();
+    const file = join(world.config.inbox, 'a.csv');
+    writeFileSync(file, csv(HEADER, ['CARD-S1,CLOSED']));
+    const target = plant(world);
+
+    const check = await runCli(['check', '--config', world.configFile], {}, DEADLINE);
+    expect(check.code).toBe(2);
+    expect(check.stdout).toMatch(new RegExp(`^FAIL +archive: .*${words}.*\\(config key archive\\)$`, 'm'));
+    expect(check.stdout).toMatch(/^ok +quarantine: .*private to this user$/m);
+
+    const r = await runCli(inboxArgs(world), {}, DEADLINE);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toContain(words);
+    expect(r.stderr).toMatch(/card files are not moved there, nothing was done/);
+    expect(existsSync(world.config.ledger) ? ledgerCount(world, `SELECT count(*) AS n FROM batches`) : 0).toBe(0);
+    expect(readdirSync(world.config.inbox)).toEqual(['a.csv']);
+    expect(readdirSync(target)).toEqual([]);
+    expect(optOutCalls(world.sim)).toBe(0);
+  });
+
+  it('a quarantine that is a symbolic link is refused the same way (exit 2), the unreadable file left in the inbox', async () => {
+    const world = await makeWorld();
+    copyFileSync(join(CARDS, 'no-header.csv'), join(world.config.inbox, 'bad.csv'));
+    const theirs = join(world.dir, 'theirs');
+    mkdirSync(theirs);
+    rmSync(world.config.quarantine, { recursive: true });
+    symlinkSync(theirs, world.config.quarantine);
+    const r = await runCli(inboxArgs(world), {}, DEADLINE);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/quarantine is a symbolic link; give the real folder instead; card files are not moved there, nothing was done/);
+    expect(readdirSync(world.config.inbox)).toEqual(['bad.csv']);
+    expect(readdirSync(theirs)).toEqual([]);
+  });
+
+  it('across filesystems the archived copy is a private 0600 file of the same bytes, and the inbox file goes only once it is there', async () => {
+    const world = await makeWorld();
+    const archive = mkdtempSync('/dev/shm/d1-optout-archive-');
+    try {
+      expect(statSync(archive).dev).not.toBe(statSync(world.config.inbox).dev);
+      const file = join(world.config.inbox, 'a.csv');
+      const text = csv(HEADER, ['CARD-X1,CLOSED']);
+      writeFileSync(file, text, { mode: 0o644 });
+      const r = await runCli(['run', '--inbox', world.config.inbox, '--archive', archive, '--config', world.configFile], {}, DEADLINE);
+      expect(r.code).toBe(0);
+      expect(readFileSync(join(archive, 'a.csv'), 'utf8')).toBe(text);
+      expect(mode(join(archive, 'a.csv'))).toBe(0o600);
+      expect(readdirSync(world.config.inbox)).toEqual([]);
+    } finally {
+      rmSync(archive, { recursive: true, force: true });
+    }
   });
 });

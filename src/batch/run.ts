@@ -1,10 +1,11 @@
-import { statSync, type Stats } from 'node:fs';
+import { lstatSync, statSync, type Stats } from 'node:fs';
 import { inspectCardFile, maskPath } from '../cards/index.js';
 import { CardFileError, UsageError } from '../errors.js';
 import { archiveFile, inboxNames, kindOf, quarantineFiles, surveyInbox, type InboxEntry, type InboxSurvey } from '../inbox/index.js';
 import { identityOf, Ledger } from '../ledger/index.js';
 import type { Logger } from '../log.js';
 import { refuseUnlessReady } from '../preflight.js';
+import { folderProblem } from '../private-file.js';
 import { buildSummary } from '../report/summary.js';
 import type { BatchSummary, Config, InboxOutcome, ProgressListener } from '../types.js';
 import { newBatchId } from './batch-id.js';
@@ -82,6 +83,19 @@ async function checkFiles(files: readonly string[], config: Config): Promise<voi
   if (bad.length === 1) throw bad[0]!;
   if (bad.length > 1) {
     throw new UsageError(`${bad.length} card files cannot be read; nothing was done: ${bad.map((e) => e.message).join('; ')}`);
+  }
+}
+
+/**
+ * Card files go only into a real folder of this user's that nobody else may write into (docs/design.md
+ * §14): anything else at the archive or quarantine path stops the run before the ledger is
+ * touched (exit 2). A folder not there yet is fine: the first move creates it 0700.
+ */
+function refuseUnsafeFolders(folders: readonly string[]): void {
+  for (const folder of folders) {
+    if (!lstatSync(folder, { throwIfNoEntry: false })) continue;
+    const problem = folderProblem(folder);
+    if (problem) throw new UsageError(`${problem}; card files are not moved there, nothing was done`);
   }
 }
 
@@ -185,7 +199,10 @@ export async function runBatch(
 ): Promise<BatchResult | DryRunResult> {
   const carry: CarrySource = opts.carryOver ? { kind: 'all' } : { kind: 'none' };
   if (!opts.inbox) await checkFiles(opts.files, config);
-  else inboxNames(opts.inbox.dir); // an inbox that cannot be read is exit 2 before the ledger is touched
+  else {
+    inboxNames(opts.inbox.dir); // an inbox that cannot be read is exit 2 before the ledger is touched
+    if (!opts.dryRun) refuseUnsafeFolders([opts.inbox.archive, config.quarantine]);
+  }
 
   if (opts.dryRun) {
     // The preflight of `d1-optout check`, so a dry run that passes means the night can run.
