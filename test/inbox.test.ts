@@ -349,6 +349,24 @@ describe('archive and quarantine moves', () => {
     expect(readdirSync(world.config.inbox)).toEqual([]);
   });
 
+  it('an unreadable file redelivered after it was inspected is not quarantined unread: it stays in the inbox and the next run inspects it', async () => {
+    const world = await makeWorld();
+    const file = join(world.config.inbox, 'bad.csv');
+    copyFileSync(join(CARDS, 'no-header.csv'), file);
+    const first = await runCli(inboxArgs(world), { D1_OPTOUT_FAULT: 'replace-before-quarantine' }, DEADLINE);
+    expect(first.stderr).toMatch(/bad\.csv was replaced after it was read; the new file was not moved and stays in the inbox as .*bad\.csv for the next run/);
+    expect(summaryOf(world, first.stdout).quarantined).toEqual([expect.objectContaining({ path: file, movedTo: null })]);
+    expect(readFileSync(file, 'utf8')).toContain('REDELIVERED-');
+    expect(readdirSync(world.config.inbox)).toEqual(['bad.csv']);
+    expect(filesIn(world.config.quarantine)).toEqual([]);
+
+    const next = await runCli(inboxArgs(world), {}, DEADLINE);
+    expect(next.code).toBe(1);
+    expect(summaryOf(world, next.stdout).quarantined).toEqual([expect.objectContaining({ path: file, movedTo: join(world.config.quarantine, 'bad.csv') })]);
+    expect(readFileSync(join(world.config.quarantine, 'bad.csv'), 'utf8')).toContain('REDELIVERED-');
+    expect(readdirSync(world.config.inbox)).toEqual([]);
+  });
+
   it.each([
     ['a symbolic link to a world-writable folder', 'is a symbolic link', (w: World) => {
       const theirs = join(w.dir, 'theirs');

@@ -18,13 +18,14 @@ export function faultAppend(file: string): void {
 }
 
 /**
- * For the test of a file redelivered between the commit of its rows and its move to the archive:
- * with D1_OPTOUT_FAULT=replace-before-archive, puts a new version of `file` under its name the way
- * upstream redelivers atomically (written beside it, then renamed over it): the file's rows again
- * plus a row for card REDELIVERED-<n>, n the number of its lines.
+ * For the tests of a file redelivered between its read and its move: with D1_OPTOUT_FAULT=`point`
+ * (`replace-before-archive`: after its rows are committed; `replace-before-quarantine`: after the
+ * card file check refused it), puts a new version of `file` under its name the way upstream
+ * redelivers atomically (written beside it, then renamed over it): its lines plus a row for card
+ * REDELIVERED-<n>, n the number of its lines.
  */
-export function faultReplace(file: string): void {
-  if (process.env['D1_OPTOUT_FAULT'] !== 'replace-before-archive') return;
+export function faultReplace(file: string, point: 'replace-before-archive' | 'replace-before-quarantine'): void {
+  if (process.env['D1_OPTOUT_FAULT'] !== point) return;
   const text = readFileSync(file, 'utf8');
   const lines = text.trimEnd().split('\n');
   writeFileSync(`${file}.v2`, `${lines.join('\n')}\nREDELIVERED-${lines.length},CLOSED\n`);

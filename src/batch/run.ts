@@ -149,6 +149,7 @@ async function ingestAndPlan(
   ledger.tx(() => ledger.targets.settleCoveredCards(null));
   const inbox = input.inbox;
   const outcome: InboxOutcome = { deferred: [...(inbox?.deferred ?? [])], quarantined: [] };
+  if (inbox && opts.moveFiles) for (const f of inbox.unreadable) faultReplace(f.path, 'replace-before-quarantine');
   if (inbox) outcome.quarantined = quarantineFiles(inbox.unreadable, opts.moveFiles ? inbox.quarantine : null, batchId, log);
   if (outcome.deferred.length > 0) log.info(`${outcome.deferred.length} inbox file(s) not ready yet, left for a later run: ${outcome.deferred.map((d) => `${d.path} (${d.reason})`).join(', ')}`);
   ledger.batches.recordInbox(batchId, outcome);
@@ -159,7 +160,7 @@ async function ingestAndPlan(
       inbox && opts.moveFiles
         ? (path, _input, read) => {
             faultPoint('kill-before-archive'); // between the commit and the move
-            faultReplace(path);
+            faultReplace(path, 'replace-before-archive');
             const to = archiveFile(entries.get(path)!, read, inbox.archive, batchId, log);
             // The report names the file where it is now, not where it was read (docs/design.md §4).
             if (to !== null) ledger.batches.recordArchived(batchId, maskPath(path), maskPath(to));
