@@ -11,6 +11,7 @@ import { TokenProvider } from './d1/token.js';
 import { JobError, UsageError } from './errors.js';
 import { identityOf } from './ledger/index.js';
 import { inspectLedger } from './ledger/identity.js';
+import { folderProblem } from './private-file.js';
 import type { CheckLine, Config } from './types.js';
 
 export function formatCheck(c: CheckLine): string {
@@ -42,8 +43,8 @@ export function localChecks(config: Config): CheckLine[] {
     ...tlsChecks(config),
     ledgerCheck(config),
     folderCheck('inbox', 'inbox', config.inbox),
-    folderCheck('archive', 'archive', config.archive),
-    folderCheck('quarantine', 'quarantine', config.quarantine),
+    folderCheck('archive', 'archive', config.archive, true),
+    folderCheck('quarantine', 'quarantine', config.quarantine, true),
     folderCheck('reports folder', 'reportsDir', config.reportsDir),
     folderCheck('log folder', 'log.file', dirname(config.log.file)),
     ...freeSpaceChecks(config),
@@ -158,8 +159,12 @@ function ledgerCheck(config: Config): CheckLine {
   return ok('ledger', detail);
 }
 
-/** A folder the job writes into: there already (the job's install makes it), a folder, writable; tested without creating anything. */
-function folderCheck(what: string, key: string, path: string): CheckLine {
+/**
+ * A folder the job writes into: there already (the job's install makes it), a folder, writable;
+ * tested without creating anything. A folder card files are moved into (`cardFiles`) must also be
+ * a real folder of this user's that nobody else may write into (docs/design.md §14).
+ */
+function folderCheck(what: string, key: string, path: string, cardFiles = false): CheckLine {
   let stat: Stats;
   try {
     stat = statSync(path);
@@ -173,7 +178,9 @@ function folderCheck(what: string, key: string, path: string): CheckLine {
   } catch (err) {
     return fail(what, `${path} is not writable by this user (${code(err)}); fix its owner or mode`);
   }
-  return ok(what, `${path}: exists, writable`);
+  const problem = cardFiles ? folderProblem(path) : null;
+  if (problem) return fail(what, `${problem} (config key ${key})`);
+  return ok(what, `${path}: exists, writable${cardFiles ? ', private to this user' : ''}`);
 }
 
 const MIB = 1024 * 1024;

@@ -102,6 +102,27 @@ export function ensurePrivateFile(path: string, what: string): void {
 }
 
 /**
+ * What is wrong with `path` as a folder the job moves card files into (archive, quarantine), or
+ * null when nothing is: it must be a real folder (not a symbolic link, which another user could
+ * point at a folder of theirs), of this job's user, that group and others may not write into (they
+ * could swap in a link, or take the files). Not following a link is a choice: an operator whose
+ * archive is elsewhere configures the real path.
+ */
+export function folderProblem(path: string): string | null {
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch (err) {
+    return `${path} cannot be examined (${errorCode(err)})`;
+  }
+  if (st.isSymbolicLink()) return `${path} is a symbolic link; give the real folder instead`;
+  if (!st.isDirectory()) return `${path} is not a folder`;
+  if (st.uid !== myUid()) return `${path} belongs to uid ${st.uid}, not to this job's user (uid ${myUid()}); chown it to this user`;
+  if ((st.mode & 0o022) !== 0) return `${path} is writable by group or others (mode ${(st.mode & 0o777).toString(8)}); run chmod 700 ${path}`;
+  return null;
+}
+
+/**
  * A new folder (0700) beside `final`, under a name nobody can guess, to write a set of files into
  * before `replaceFolder` puts it in place. Missing parent folders are created 0700.
  */

@@ -1,6 +1,6 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'node-html-parser';
@@ -341,5 +341,121 @@ describe('archived inputs', () => {
     const given = world.file('given.csv', csv(HEADER, ['CARD-G,CLOSED']));
     const third = await world.run([given]);
     expect(third.summary.inputs).toEqual([expect.objectContaining({ path: given, archivedTo: null })]);
+  });
+});
+
+describe('archive and quarantine moves', () => {
+  it('a file redelivered between the commit of its rows and its move is not archived unread: it stays in the inbox and the next run opts out its cards', async () => {
+    const world = await makeWorld();
+    mkdirSync(world.config.inbox, { recursive: true });
+    const file = join(world.config.inbox, 'a.csv');
+    writeFileSync(file, csv(HEADER, ['CARD-R1,CLOSED', 'CARD-R2,CLOSED']));
+    // Version 2 (version 1's rows and card REDELIVERED-3) is renamed over a.csv after version 1's rows are committed.
+    const first = await runCli(inboxArgs(world), { D1_OPTOUT_FAULT: 'replace-before-archive' }, DEADLINE);
+    expect(first.code).toBe(0);
+    expect(first.stderr).toMatch(/a\.csv was replaced after it was read; the new file was not moved and stays in the inbox as .*a\.csv for the next run/);
+    expect(summaryOf(world, first.stdout).inputs).toEqual([expect.objectContaining({ path: file, rows: 2, archivedTo: null })]);
+    expect(world.sim.state().optOutCalls).toEqual({ 'CARD:CARD-R1': 1, 'CARD:CARD-R2': 1 });
+    expect(readFileSync(file, 'utf8')).toContain('REDELIVERED-3,CLOSED');
+    expect(readdirSync(world.config.inbox)).toEqual(['a.csv']);
+    expect(filesIn(world.config.archive)).toEqual([]);
+
+    const next = await runCli(inboxArgs(world), {}, DEADLINE);
+    expect(next.code).toBe(0);
+    const s = summaryOf(world, next.stdout);
+    expect(s.inputs).toEqual([expect.objectContaining({ path: file, rows: 3, seenBefore: false, archivedTo: join(world.config.archive, 'a.csv') })]);
+    expect(world.sim.state().optOutCalls).toEqual({ 'CARD:CARD-R1': 1, 'CARD:CARD-R2': 1, 'CARD:REDELIVERED-3': 1 });
+    expect(readFileSync(join(world.config.archive, 'a.csv'), 'utf8')).toContain('REDELIVERED-3,CLOSED');
+    expect(mode(join(world.config.archive, 'a.csv'))).toBe(0o600);
+    expect(readdirSync(world.config.inbox)).toEqual([]);
+  });
+
+  it('an unreadable file redelivered after it was inspected is not quarantined unread: it stays in the inbox and the next run inspects it', async () => {
+    const world = await makeWorld();
+    const file = join(world.config.inbox, 'bad.csv');
+    copyFileSync(join(CARDS, 'no-header.csv'), file);
+    const first = await runCli(inboxArgs(world), { D1_OPTOUT_FAULT: 'replace-before-quarantine' }, DEADLINE);
+    expect(first.stderr).toMatch(/bad\.csv was replaced after it was read; the new file was not moved and stays in the inbox as .*bad\.csv for the next run/);
+    expect(summaryOf(world, first.stdout).quarantined).toEqual([expect.objectContaining({ path: file, movedTo: null })]);
+    expect(readFileSync(file, 'utf8')).toContain('REDELIVERED-');
+    expect(readdirSync(world.config.inbox)).toEqual(['bad.csv']);
+    expect(filesIn(world.config.quarantine)).toEqual([]);
+
+    const next = await runCli(inboxArgs(world), {}, DEADLINE);
+    expect(next.code).toBe(1);
+    expect(summaryOf(world, next.stdout).quarantined).toEqual([expect.objectContaining({ path: file, movedTo: join(world.config.quarantine, 'bad.csv') })]);
+    expect(readFileSync(join(world.config.quarantine, 'bad.csv'), 'utf8')).toContain('REDELIVERED-');
+    expect(readdirSync(world.config.inbox)).toEqual([]);
+  });
+
+  it.each([
+    ['a symbolic link to a world-writable folder', 'is a symbolic link', (w: World) => {
+      const theirs = join(w.dir, 'theirs');
+      mkdirSync(theirs);
+      chmodSync(theirs, 0o777);
+      rmSync(w.config.archive, { recursive: true });
+      symlinkSync(theirs, w.config.archive);
+      return theirs;
+    }],
+    ['a folder of another user', 'belongs to uid 65534', (w: World) => {
+      chownSync(w.config.archive, 65534, 65534);
+      return w.config.archive;
+    }],
+    ['a folder others may write into', 'is writable by group or others', (w: World) => {
+      chmodSync(w.config.archive, 0o777);
+      return w.config.archive;
+    }],
+  ])('an archive that is %s: check FAILs it, and run --inbox refuses before the ledger is touched (exit 2), the file left in the inbox', async (_what, words, plant) => {
+    const world = await makeWorld();
+    const file = join(world.config.inbox, 'a.csv');
+    writeFileSync(file, csv(HEADER, ['CARD-S1,CLOSED']));
+    const target = plant(world);
+
+    const check = await runCli(['check', '--config', world.configFile], {}, DEADLINE);
+    expect(check.code).toBe(2);
+    expect(check.stdout).toMatch(new RegExp(`^FAIL +archive: .*${words}.*\\(config key archive\\)$`, 'm'));
+    expect(check.stdout).toMatch(/^ok +quarantine: .*private to this user$/m);
+
+    const r = await runCli(inboxArgs(world), {}, DEADLINE);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toContain(words);
+    expect(r.stderr).toMatch(/card files are not moved there, nothing was done/);
+    expect(existsSync(world.config.ledger) ? ledgerCount(world, `SELECT count(*) AS n FROM batches`) : 0).toBe(0);
+    expect(readdirSync(world.config.inbox)).toEqual(['a.csv']);
+    expect(readdirSync(target)).toEqual([]);
+    expect(optOutCalls(world.sim)).toBe(0);
+  });
+
+  it('a quarantine that is a symbolic link is refused the same way (exit 2), the unreadable file left in the inbox', async () => {
+    const world = await makeWorld();
+    copyFileSync(join(CARDS, 'no-header.csv'), join(world.config.inbox, 'bad.csv'));
+    const theirs = join(world.dir, 'theirs');
+    mkdirSync(theirs);
+    rmSync(world.config.quarantine, { recursive: true });
+    symlinkSync(theirs, world.config.quarantine);
+    const r = await runCli(inboxArgs(world), {}, DEADLINE);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/quarantine is a symbolic link; give the real folder instead; card files are not moved there, nothing was done/);
+    expect(readdirSync(world.config.inbox)).toEqual(['bad.csv']);
+    expect(readdirSync(theirs)).toEqual([]);
+  });
+
+  it('across filesystems the archived copy is a private 0600 file of the same bytes, and the inbox file goes only once it is there', async () => {
+    const world = await makeWorld();
+    const archive = mkdtempSync('/dev/shm/d1-optout-archive-');
+    try {
+      expect(statSync(archive).dev).not.toBe(statSync(world.config.inbox).dev);
+      const file = join(world.config.inbox, 'a.csv');
+      const text = csv(HEADER, ['CARD-X1,CLOSED']);
+      writeFileSync(file, text, { mode: 0o644 });
+      const r = await runCli(['run', '--inbox', world.config.inbox, '--archive', archive, '--config', world.configFile], {}, DEADLINE);
+      expect(r.code).toBe(0);
+      expect(readFileSync(join(archive, 'a.csv'), 'utf8')).toBe(text);
+      expect(mode(join(archive, 'a.csv'))).toBe(0o600);
+      expect(readdirSync(world.config.inbox)).toEqual([]);
+    } finally {
+      rmSync(archive, { recursive: true, force: true });
+    }
   });
 });

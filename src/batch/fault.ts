@@ -1,4 +1,4 @@
-import { appendFileSync, symlinkSync } from 'node:fs';
+import { appendFileSync, readFileSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 
 /** The points where the crash tests make the job die on the spot (D1_OPTOUT_FAULT=<point>). */
 export type FaultPoint = 'kill-while-staging' | 'kill-before-ingest-commit' | 'kill-before-archive';
@@ -23,4 +23,19 @@ export function faultAppend(file: string): void {
  */
 export function faultPlantReportLink(reportDir: string): void {
   if (process.env['D1_OPTOUT_FAULT'] === 'plant-report-link') symlinkSync(`${reportDir}.planted-target`, reportDir);
+}
+
+/**
+ * For the tests of a file redelivered between its read and its move: with D1_OPTOUT_FAULT=`point`
+ * (`replace-before-archive`: after its rows are committed; `replace-before-quarantine`: after the
+ * card file check refused it), puts a new version of `file` under its name the way upstream
+ * redelivers atomically (written beside it, then renamed over it): its lines plus a row for card
+ * REDELIVERED-<n>, n the number of its lines.
+ */
+export function faultReplace(file: string, point: 'replace-before-archive' | 'replace-before-quarantine'): void {
+  if (process.env['D1_OPTOUT_FAULT'] !== point) return;
+  const text = readFileSync(file, 'utf8');
+  const lines = text.trimEnd().split('\n');
+  writeFileSync(`${file}.v2`, `${lines.join('\n')}\nREDELIVERED-${lines.length},CLOSED\n`);
+  renameSync(`${file}.v2`, file);
 }

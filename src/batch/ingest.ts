@@ -3,13 +3,16 @@ import type { Ledger } from '../ledger/index.js';
 import type { Logger } from '../log.js';
 import type { CardRow, Config, InputSummary, ProgressListener, RejectRow } from '../types.js';
 import { NO_PROGRESS } from './context.js';
-import { fileStamp, sameStamp } from '../inbox/index.js';
+import { fileStamp, sameStamp, type FileStamp } from '../inbox/index.js';
 import { faultAppend, faultPoint } from './fault.js';
 
 export interface IngestOptions {
   force: boolean;
-  /** Called once a file's rows are committed (or it was seen before), e.g. to move it to the archive. */
-  onFileDone?: (path: string, input: InputSummary) => void;
+  /**
+   * Called once a file's rows are committed (or it was seen before), e.g. to move it to the
+   * archive, with the stamp of the file that was read: the name may be another file's by then.
+   */
+  onFileDone?: (path: string, input: InputSummary, read: FileStamp) => void;
   /** Called for a file that changed while it was read: nothing of it was admitted, it is left where it is. */
   onChanged?: (path: string) => void;
   progress?: ProgressListener;
@@ -51,7 +54,7 @@ export async function ingestFiles(
       log.info(`input ${path} was already ingested by batch ${seen.firstBatchId}; not read again (use --force to read it anyway)`);
       const input = { path, sha256, rows: 0, rejected: 0, seenBefore: true, firstBatchId: seen.firstBatchId, archivedTo: null };
       inputs.push(input);
-      opts.onFileDone?.(path, input);
+      opts.onFileDone?.(path, input, before!); // not changed(), so stamped
       progress.on({ type: 'rows', rows: 0, rejected: 0, fileDone: true });
       continue;
     }
@@ -106,7 +109,7 @@ export async function ingestFiles(
     log.info(`ingested ${path}: ${rows} rows, ${rejected} rejected`, { rows, rejected });
     const input = { path, sha256, rows, rejected, seenBefore: false, firstBatchId: batchId, archivedTo: null };
     inputs.push(input);
-    opts.onFileDone?.(path, input);
+    opts.onFileDone?.(path, input, before!); // not changed(), so stamped
   }
   return inputs;
 }

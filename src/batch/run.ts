@@ -1,10 +1,11 @@
-import { statSync, type Stats } from 'node:fs';
+import { lstatSync, statSync, type Stats } from 'node:fs';
 import { inspectCardFile, maskPath } from '../cards/index.js';
 import { CardFileError, UsageError } from '../errors.js';
 import { archiveFile, inboxNames, kindOf, quarantineFiles, surveyInbox, type InboxEntry, type InboxSurvey } from '../inbox/index.js';
 import { identityOf, Ledger } from '../ledger/index.js';
 import type { Logger } from '../log.js';
 import { refuseUnlessReady } from '../preflight.js';
+import { folderProblem } from '../private-file.js';
 import { buildSummary } from '../report/summary.js';
 import type { BatchSummary, Config, InboxOutcome, ProgressListener } from '../types.js';
 import { newBatchId } from './batch-id.js';
@@ -17,7 +18,7 @@ import { planBatch, type CarrySource } from './plan.js';
 import { abortBatch } from './recover.js';
 import { openSession } from './session.js';
 import type { StopSignal } from './stop.js';
-import { faultPoint } from './fault.js';
+import { faultPoint, faultReplace } from './fault.js';
 
 export interface RunOptions {
   files: string[];
@@ -85,6 +86,19 @@ async function checkFiles(files: readonly string[], config: Config): Promise<voi
   }
 }
 
+/**
+ * Card files go only into a real folder of this user's that nobody else may write into (docs/design.md
+ * §14): anything else at the archive or quarantine path stops the run before the ledger is
+ * touched (exit 2). A folder not there yet is fine: the first move creates it 0700.
+ */
+function refuseUnsafeFolders(folders: readonly string[]): void {
+  for (const folder of folders) {
+    if (!lstatSync(folder, { throwIfNoEntry: false })) continue;
+    const problem = folderProblem(folder);
+    if (problem) throw new UsageError(`${problem}; card files are not moved there, nothing was done`);
+  }
+}
+
 function uniqueBatchId(ledger: Ledger): string {
   for (;;) {
     const id = newBatchId();
@@ -135,6 +149,7 @@ async function ingestAndPlan(
   ledger.tx(() => ledger.targets.settleCoveredCards(null));
   const inbox = input.inbox;
   const outcome: InboxOutcome = { deferred: [...(inbox?.deferred ?? [])], quarantined: [] };
+  if (inbox && opts.moveFiles) for (const f of inbox.unreadable) faultReplace(f.path, 'replace-before-quarantine');
   if (inbox) outcome.quarantined = quarantineFiles(inbox.unreadable, opts.moveFiles ? inbox.quarantine : null, batchId, log);
   if (outcome.deferred.length > 0) log.info(`${outcome.deferred.length} inbox file(s) not ready yet, left for a later run: ${outcome.deferred.map((d) => `${d.path} (${d.reason})`).join(', ')}`);
   ledger.batches.recordInbox(batchId, outcome);
@@ -143,9 +158,10 @@ async function ingestAndPlan(
     force: opts.force,
     onFileDone:
       inbox && opts.moveFiles
-        ? (path) => {
+        ? (path, _input, read) => {
             faultPoint('kill-before-archive'); // between the commit and the move
-            const to = archiveFile(entries.get(path)!, inbox.archive, batchId, log);
+            faultReplace(path, 'replace-before-archive');
+            const to = archiveFile(entries.get(path)!, read, inbox.archive, batchId, log);
             // The report names the file where it is now, not where it was read (docs/design.md §4).
             if (to !== null) ledger.batches.recordArchived(batchId, maskPath(path), maskPath(to));
           }
@@ -184,7 +200,10 @@ export async function runBatch(
 ): Promise<BatchResult | DryRunResult> {
   const carry: CarrySource = opts.carryOver ? { kind: 'all' } : { kind: 'none' };
   if (!opts.inbox) await checkFiles(opts.files, config);
-  else inboxNames(opts.inbox.dir); // an inbox that cannot be read is exit 2 before the ledger is touched
+  else {
+    inboxNames(opts.inbox.dir); // an inbox that cannot be read is exit 2 before the ledger is touched
+    if (!opts.dryRun) refuseUnsafeFolders([opts.inbox.archive, config.quarantine]);
+  }
 
   if (opts.dryRun) {
     // The preflight of `d1-optout check`, so a dry run that passes means the night can run.

@@ -41,8 +41,8 @@ export async function surveyInbox(dir: string, config: Config, log: Logger): Pro
       survey.ready.push(entry);
     } catch (err) {
       if (!(err instanceof CardFileError)) throw err;
-      if (!sameStamp(before, fileStamp(entry.path))) survey.deferred.push({ path: maskPath(entry.path), reason: 'changed-while-read' });
-      else survey.unreadable.push({ ...entry, problem: problemOf(err) });
+      if (!before || !sameStamp(before, fileStamp(entry.path))) survey.deferred.push({ path: maskPath(entry.path), reason: 'changed-while-read' });
+      else survey.unreadable.push({ ...entry, problem: problemOf(err), inspected: before });
     }
   }
   return survey;
