@@ -62,6 +62,15 @@ function caseConfig(world: World, dir: string): string {
   return file;
 }
 
+/** Runs FILE through the CLI (expecting exit 0) and reads the batch's rejects.csv. */
+async function runAndReadRejects(world: World, file: string) {
+  const run = await runCli(['run', '--config', world.configFile, file]);
+  expect(run.code, run.stderr).toBe(0);
+  const reportDir = join(world.config.reportsDir, /Batch (\S+) /.exec(run.stdout)![1]!);
+  const rejects = readCsv<{ source_line: string; error: string; raw: string }>(join(reportDir, 'rejects.csv'));
+  return { run, rejects };
+}
+
 function quoteField(v: string): string {
   return /[",\r\n]/.test(v) ? `"${v.replaceAll('"', '""')}"` : v;
 }
@@ -228,10 +237,7 @@ describe('card numbers in rows, headers and file names (the reviewed findings)',
         'CARD-D7,,CLOSED,,',
       ].join('\n') + '\n',
     );
-    const run = await runCli(['run', '--config', world.configFile, file]);
-    expect(run.code, run.stderr).toBe(0);
-    const reportDir = join(world.config.reportsDir, /Batch (\S+) /.exec(run.stdout)![1]!);
-    const rejects = readCsv<{ source_line: string; error: string; raw: string }>(join(reportDir, 'rejects.csv'));
+    const { run, rejects } = await runAndReadRejects(world, file);
     expect(rejects.map((r) => [r.source_line, r.error === PAN_REJECT])).toEqual([
       ['2', true],
       ['3', true],
@@ -263,10 +269,7 @@ describe('card numbers in rows, headers and file names (the reviewed findings)',
       'cards.csv',
       ['card_id,consumer_id,reason,reference', `CARD-${wide(PAN)},,CLOSED,`, `CARD-W1,,CLOSED,ref ${wide(PAN)}`, `CARD-W2,,BOGUS,ref ${wide(PAN)}`, 'CARD-W3,,CLOSED,'].join('\n') + '\n',
     );
-    const run = await runCli(['run', '--config', world.configFile, file]);
-    expect(run.code, run.stderr).toBe(0);
-    const reportDir = join(world.config.reportsDir, /Batch (\S+) /.exec(run.stdout)![1]!);
-    const rejects = readCsv<{ source_line: string; error: string; raw: string }>(join(reportDir, 'rejects.csv'));
+    const { run, rejects } = await runAndReadRejects(world, file);
     expect(rejects.map((r) => [r.source_line, r.error === PAN_REJECT])).toEqual([
       ['2', true],
       ['3', true],
