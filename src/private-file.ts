@@ -30,15 +30,22 @@ const CREATE_EXCLUSIVE = constants.O_WRONLY | constants.O_CREAT | constants.O_EX
  * another user, must read).
  */
 export function createExclusiveFile(path: string, mode: number): number {
-  let fd: number;
   try {
-    fd = openSync(path, CREATE_EXCLUSIVE, mode);
+    return openExclusive(path, mode);
   } catch (err) {
     if (errorCode(err) === 'EEXIST') {
       throw new UsageError(`${path} already exists and this job did not just create it (a symbolic link or another user's file?); not written`);
     }
     throw new UsageError(`${path} cannot be created (${errorCode(err)}); check that this user may write there`);
   }
+}
+
+/**
+ * What createExclusiveFile does, with the system's error as it is (EEXIST and the rest), for
+ * callers that answer it in their own words: the backup, the archive's copy across filesystems.
+ */
+export function openExclusive(path: string, mode: number): number {
+  const fd = openSync(path, CREATE_EXCLUSIVE, mode);
   try {
     fchmodSync(fd, mode);
   } catch (err) {

@@ -3,7 +3,7 @@ import { closeSync, constants, fchmodSync, fsyncSync, linkSync, mkdirSync, openS
 import { basename, dirname, join } from 'node:path';
 import { maskPath } from '../cards/pan.js';
 import type { Logger } from '../log.js';
-import { folderProblem } from '../private-file.js';
+import { folderProblem, openExclusive } from '../private-file.js';
 import type { QuarantinedFile } from '../types.js';
 import type { InboxEntry } from './list.js';
 import { fileStamp, sameStamp, type FileStamp } from './stamp.js';
@@ -14,13 +14,12 @@ const errCode = (err: unknown) => (err as NodeJS.ErrnoException).code ?? (err as
 function copyExclusive(src: string, dest: string): boolean {
   let out: number;
   try {
-    out = openSync(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    out = openExclusive(dest, 0o600);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
     throw err;
   }
   try {
-    fchmodSync(out, 0o600);
     const input = openSync(src, 'r');
     try {
       const buf = Buffer.allocUnsafe(1 << 20);

@@ -1,8 +1,8 @@
 import Database from 'better-sqlite3';
-import { closeSync, constants, fstatSync, fsyncSync, linkSync, lstatSync, openSync, statSync, unlinkSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
-import { basename, dirname, join } from 'node:path';
+import { closeSync, fstatSync, fsyncSync, linkSync, lstatSync, openSync, statSync, unlinkSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { UsageError } from '../errors.js';
+import { hiddenSibling, openExclusive } from '../private-file.js';
 import type { Db } from './db.js';
 
 export interface BackupResult {
@@ -32,10 +32,10 @@ function code(err: unknown): string {
 export async function backupLedger(db: Db, to: string): Promise<BackupResult> {
   refuseExisting(to);
   const dir = dirname(to);
-  const tmp = join(dir, `.${basename(to)}.${randomBytes(6).toString('hex')}.tmp`);
+  const tmp = hiddenSibling(to, 'tmp');
   let fd: number;
   try {
-    fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    fd = openExclusive(tmp, 0o600);
   } catch (err) {
     throw new UsageError(`backup: cannot create a file in ${dir} (${code(err)}); the folder must exist and be writable by this user`);
   }
