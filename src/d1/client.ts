@@ -67,7 +67,19 @@ export class D1Client {
 
   /** One logical request; a 401 gets one more try with a fresh token (the old one may have been revoked). */
   private async request(method: 'GET' | 'POST', url: string, body: string | undefined, cancelled?: () => boolean): Promise<D1Answer | null> {
-    const send = () => this.limiter.schedule(() => (cancelled?.() ? Promise.resolve(null) : this.once(method, url, body)));
+    // The token is had before the request takes its start: a token fetched inside the start would
+    // hold it while the requests behind keep theirs, and they would all arrive together.
+    const send = () =>
+      this.limiter.schedule(
+        (token: string) => (cancelled?.() ? Promise.resolve(null) : this.once(method, url, body, token)),
+        async () => {
+          if (cancelled?.()) return { skip: null };
+          const token = await this.token();
+          // The run may have stopped while the token was fetched (this very failure may have stopped it).
+          if (cancelled?.()) return { skip: null };
+          return typeof token === 'string' ? { ready: token } : { skip: token };
+        },
+      );
     const first = await send();
     if (!first) return null;
     if (first.answer.httpStatus !== 401 || first.token === null) return this.noteThrottle(first.answer);
@@ -86,20 +98,22 @@ export class D1Client {
     return a;
   }
 
-  private async once(method: string, url: string, body: string | undefined): Promise<{ answer: D1Answer; token: string | null }> {
+  /** The access token, or the answer of a request that could not be sent without one. */
+  private async token(): Promise<string | { answer: D1Answer; token: null }> {
+    try {
+      return await this.tokens.get();
+    } catch (err) {
+      const e = err instanceof TokenError ? err : new TokenError(false, 0, `token request failed: ${(err as Error).message}`);
+      const at = this.clock.now();
+      const answer: D1Answer = { correlationId: correlationId(), startedAt: at, endedAt: at, operationId: null, operationStatus: null, errorCode: null, retryAfterMs: null, sent: false, class: e.fatal ? 'fatal' : 'retryable', httpStatus: 0, error: e.message };
+      return { answer, token: null };
+    }
+  }
+
+  private async once(method: string, url: string, body: string | undefined, token: string): Promise<{ answer: D1Answer; token: string | null }> {
     const cid = correlationId();
     const startedAt = this.clock.now();
     const base = { correlationId: cid, startedAt, operationId: null, operationStatus: null, errorCode: null, retryAfterMs: null, sent: true };
-    let token: string;
-    try {
-      token = await this.tokens.get();
-    } catch (err) {
-      const e = err instanceof TokenError ? err : new TokenError(false, 0, `token request failed: ${(err as Error).message}`);
-      return {
-        answer: { ...base, sent: false, class: e.fatal ? 'fatal' : 'retryable', httpStatus: 0, error: e.message, endedAt: this.clock.now() },
-        token: null,
-      };
-    }
     const res = await this.transport.send(
       url,
       {

@@ -39,6 +39,8 @@ export interface Scenario {
   hangMs: number;
   resetRate: number;
   latencyMs: number | [number, number];
+  /** How long the token endpoint takes to answer: a real one signs and checks, and is not instant. */
+  tokenLatencyMs: number;
   tokenTtlSec: number;
   pendingRate: number;
   pendingDelayMs: number;
@@ -86,6 +88,7 @@ export function defaultScenario(): Scenario {
     hangMs: 30_000,
     resetRate: 0,
     latencyMs: 0,
+    tokenLatencyMs: 0,
     tokenTtlSec: 900,
     pendingRate: 0,
     pendingDelayMs: 1000,
@@ -177,6 +180,7 @@ const CHECKS: Record<keyof Scenario, Check> = {
     if (Array.isArray(v) && v.length === 2 && isNum(v[0]) && isNum(v[1]) && v[0] >= 0 && v[0] <= v[1]) return;
     fail(k, 'a number >= 0 or [min, max]');
   },
+  tokenLatencyMs: nonNegative,
   tokenTtlSec: (v, k) => {
     if (!Number.isInteger(v) || (v as number) < 1) fail(k, 'an integer >= 1');
   },

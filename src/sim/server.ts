@@ -143,7 +143,11 @@ class Simulator {
     if (this.scenario.recordRequests) Object.assign(call, { url: req.url ?? '', body });
     this.truth.settle();
 
-    if (path === TOKEN_PATH && method === 'POST') return this.answer(res, call, this.token(req, body, at));
+    if (path === TOKEN_PATH && method === 'POST') {
+      if (this.scenario.tokenLatencyMs > 0) await new Promise<void>((done) => this.after(this.scenario.tokenLatencyMs, done));
+      if (this.stopped) return;
+      return this.answer(res, call, this.token(req, body, at));
+    }
     const route = this.match(method, path);
     if (!route) return this.answer(res, call, error(404, 'NOT_FOUND', 'No such resource'));
     call.key = targetKey(route.scope, route.targetId);
