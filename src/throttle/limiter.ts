@@ -1,8 +1,24 @@
 import pLimit, { type LimitFunction } from 'p-limit';
 import { realClock, type Clock } from './clock.js';
 
-/** How late a timer may fire and the slot still count as started on time. */
-const TIMER_SLACK_MS = 2;
+/**
+ * How far behind its even schedule the limiter may fall while requests wait, and still catch up.
+ * Timers fire a millisecond or two late, and the event loop stalls now and then: a collection, or
+ * a commit's fsync on a busy disk (better-sqlite3 commits on this thread). Without catching up,
+ * each delay is slots lost for good: at 1,000 req/s they cost a few percent of the rate. The
+ * starts that catch up leave close together, but each is a real start and the one-second window
+ * below counts it, so the bound holds through them.
+ */
+const CATCH_UP_MS = 250;
+/**
+ * Catching up goes at twice the rate, with at most this much of it at once (a timer wakes a
+ * millisecond apart at best). Sent all together, the catch-up would queue at the receiver and
+ * arrive spread over several milliseconds: the jitter the guard band has to absorb.
+ */
+const CATCH_UP_BURST_MS = 2;
+
+/** See LimiterOptions.guardMs; chosen with `npm run bench` (docs/design.md §9). */
+export const DEFAULT_GUARD_MS = 8;
 
 export interface LimiterOptions {
   requestsPerSecond: number;
@@ -11,6 +27,7 @@ export interface LimiterOptions {
   /**
    * Extra milliseconds added to the one-second window. Requests leave on time but arrive with a few
    * milliseconds of jitter, so a sender that fills the window exactly is seen over quota by D1.
+   * It costs guardMs / 1000 of the rate.
    */
   guardMs?: number;
   /**
@@ -58,8 +75,14 @@ export class RateLimiter {
   private readonly maxRps: number;
   private readonly maxPauseMs: number;
   private rps: number;
-  /** Start times of the most recent requests, oldest first, at most ceil(maxRps) of them. */
+  /** Start times of the most recent requests, oldest first, at most ceil(maxRps) of them: when they really started. */
   private readonly starts: number[] = [];
+  /** When the next start is due on the even schedule. */
+  private due = -Infinity;
+  /** When the next start may leave while catching up: at twice the rate, not all at once. */
+  private catchUpDue = -Infinity;
+  /** Requests waiting for their start. */
+  private waiting = 0;
   private pausedUntil = 0;
   private last429 = -Infinity;
   private lastIncrease = 0;
@@ -73,9 +96,7 @@ export class RateLimiter {
     this.maxRps = opts.requestsPerSecond;
     this.maxPauseMs = opts.maxPauseMs ?? 30_000;
     this.rps = opts.requestsPerSecond;
-    // Never less than the timer slack: the bound on actual starts is the window plus the guard
-    // less the slack.
-    this.guardMs = Math.max(TIMER_SLACK_MS, opts.guardMs ?? 20);
+    this.guardMs = Math.max(0, opts.guardMs ?? DEFAULT_GUARD_MS);
     this.recoverAfterMs = opts.recoverAfterMs ?? 2000;
     this.increaseStep = Math.max(0.5, opts.requestsPerSecond * (opts.increaseFraction ?? 0.1));
     this.probeAfterMs = opts.probeAfterMs ?? 10_000;
@@ -83,11 +104,19 @@ export class RateLimiter {
     this.s = { started: 0, http429: 0, throttledMs: 0, lowestRps: this.rps, currentRps: this.rps };
   }
 
-  /** Runs `fn` (one HTTP request) once both a concurrency slot and a start slot are free. */
-  schedule<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` (one HTTP request) once both a concurrency slot and a start slot are free.
+   * `prepare` runs first, in the concurrency slot but before a start slot is taken: what a request
+   * must wait for before it can leave (its access token) must not hold a start, or the request
+   * leaves late and bunches with the ones started after it. When `prepare` says `skip`, nothing is
+   * sent and no start is used.
+   */
+  schedule<T, P = undefined>(fn: (prepared: P) => Promise<T>, prepare?: () => Promise<{ skip: T } | { ready: P }>): Promise<T> {
     return this.inFlight(async () => {
+      const prepared = prepare ? await prepare() : { ready: undefined as P };
+      if ('skip' in prepared) return prepared.skip;
       await this.takeStartSlot();
-      return fn();
+      return fn(prepared.ready);
     });
   }
 
@@ -100,6 +129,8 @@ export class RateLimiter {
       this.s.throttledMs += Math.max(0, until - Math.max(now, this.pausedUntil));
       this.pausedUntil = until;
     }
+    // The schedule resumes after the pause: no catching up on what the pause held back.
+    this.due = Math.max(this.due, this.pausedUntil);
     // One cut per burst of 429s: the requests already in flight when the first came back were
     // sent at the old rate and say nothing new.
     if (now - this.last429 > 1000) {
@@ -126,8 +157,10 @@ export class RateLimiter {
   }
 
   private takeStartSlot(): Promise<void> {
+    // Behind schedule with nobody waiting is idleness, not delay: nothing to catch up on.
+    if (this.waiting++ === 0) this.due = Math.max(this.due, this.clock.now());
     // Slots are handed out strictly in arrival order, one at a time.
-    const turn = this.queue.then(() => this.waitForSlot());
+    const turn = this.queue.then(() => this.waitForSlot()).finally(() => this.waiting--);
     this.queue = turn.catch(() => undefined);
     return turn;
   }
@@ -142,10 +175,11 @@ export class RateLimiter {
       const earliest = this.earliestStart();
       const wait = earliest - now;
       if (wait <= 0) {
-        // A timer fires a millisecond or two late; booking the slot at its planned time (but
-        // never more than TIMER_SLACK_MS early) keeps the rate from drifting below the configured
-        // one, and the guard band absorbs the difference.
-        this.starts.push(Math.max(earliest, now - TIMER_SLACK_MS));
+        this.starts.push(now);
+        // Behind schedule by less than CATCH_UP_MS: the schedule stands and the next starts follow
+        // at once until it is met again. Further behind (a pause, an idle spell): it starts afresh.
+        this.due = Math.max(this.due, now - CATCH_UP_MS) + this.spacing();
+        this.catchUpDue = Math.max(this.catchUpDue, now - CATCH_UP_BURST_MS) + this.spacing() / 2;
         const keep = Math.ceil(this.maxRps);
         if (this.starts.length > keep) this.starts.splice(0, this.starts.length - keep);
         this.s.started++;
@@ -156,16 +190,21 @@ export class RateLimiter {
     }
   }
 
+  /**
+   * Milliseconds between starts on the even schedule: the rate the window allows, so that the
+   * window check below is a bound that seldom has to act, not a pause every thousand requests.
+   */
+  private spacing(): number {
+    return (1000 + this.guardMs) / this.rps;
+  }
+
   /** The earliest instant a new request may start without breaking any guarantee (may be past). */
   private earliestStart(): number {
-    let at = this.pausedUntil;
+    // Even spacing keeps arrivals smooth; the window check over real start times makes the bound exact.
+    let at = Math.max(this.pausedUntil, this.due, this.catchUpDue);
     const n = this.starts.length;
-    if (n > 0) {
-      // Even spacing keeps arrivals smooth; the window check makes the bound exact.
-      at = Math.max(at, this.starts[n - 1]! + 1000 / this.rps);
-      const allowed = Math.max(1, Math.floor(this.rps));
-      if (n >= allowed) at = Math.max(at, this.starts[n - allowed]! + 1000 + this.guardMs);
-    }
+    const allowed = Math.max(1, Math.floor(this.rps));
+    if (n >= allowed) at = Math.max(at, this.starts[n - allowed]! + 1000 + this.guardMs);
     return at;
   }
 
