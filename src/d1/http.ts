@@ -39,10 +39,11 @@ export class Transport {
   private readonly httpsAgent: https.Agent;
 
   constructor(tls: TlsConfig, maxSockets: number) {
-    this.httpAgent = new http.Agent({ keepAlive: true, maxSockets });
+    this.httpAgent = new http.Agent({ keepAlive: true, maxSockets, scheduling: 'fifo' });
     this.httpsAgent = new https.Agent({
       keepAlive: true,
       maxSockets,
+      scheduling: 'fifo',
       cert: readTlsFile('certFile', tls.certFile),
       key: readTlsFile('keyFile', tls.keyFile),
       ca: readTlsFile('caFile', tls.caFile),
