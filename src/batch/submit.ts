@@ -105,12 +105,16 @@ async function submitTarget(ctx: BatchContext, t: TargetRecord): Promise<void> {
 export async function submitScope(ctx: BatchContext, scope: Scope): Promise<void> {
   let cursor = 0;
   let page: TargetRecord[] = [];
+  let exhausted = false;
   const next = (): TargetRecord | undefined => {
     if (ctx.stop.stopped) return undefined;
-    if (page.length === 0) {
+    // Once a page comes back empty there is nothing past the cursor: the other workers must not
+    // each ask again (a scope with no work, consumers most nights, is a scan of the batch's queue).
+    if (page.length === 0 && !exhausted) {
       page = ctx.ledger.targets.work(ctx.batchId, scope, cursor, PAGE);
       const last = page[page.length - 1];
       if (last) cursor = last.pk;
+      else exhausted = true;
     }
     return page.shift();
   };

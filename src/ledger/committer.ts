@@ -15,7 +15,7 @@ export const COMMIT_MAX_OPS = 64;
  * a quarter of the time. The requests waiting on these writes are queued well ahead of the rate,
  * so the wait costs no throughput.
  */
-export const COMMIT_NOW_DELAY_MS = 4;
+export const COMMIT_NOW_DELAY_MS = 10;
 
 interface Waiter {
   resolve: () => void;
