@@ -68,18 +68,22 @@ export class D1Client {
   /** One logical request; a 401 gets one more try with a fresh token (the old one may have been revoked). */
   private async request(method: 'GET' | 'POST', url: string, body: string | undefined, cancelled?: () => boolean): Promise<D1Answer | null> {
     // The token is had before the request takes its start: a token fetched inside the start would
-    // hold it while the requests behind keep theirs, and they would all arrive together.
+    // hold it while the requests behind keep theirs, and they would all arrive together. It is
+    // asked for again once the start comes (from the cache, at once), because the wait for the
+    // start may outlast it.
+    const withToken = async (): Promise<{ answer: D1Answer; token: string | null } | null> => {
+      if (cancelled?.()) return null;
+      const token = await this.token();
+      return typeof token === 'string' ? this.once(method, url, body, token) : token;
+    };
     const send = () =>
-      this.limiter.schedule(
-        (token: string) => (cancelled?.() ? Promise.resolve(null) : this.once(method, url, body, token)),
-        async () => {
-          if (cancelled?.()) return { skip: null };
-          const token = await this.token();
-          // The run may have stopped while the token was fetched (this very failure may have stopped it).
-          if (cancelled?.()) return { skip: null };
-          return typeof token === 'string' ? { ready: token } : { skip: token };
-        },
-      );
+      this.limiter.schedule(withToken, async () => {
+        if (cancelled?.()) return { skip: null };
+        const token = await this.token();
+        // The run may have stopped while the token was fetched (this very failure may have stopped it).
+        if (cancelled?.()) return { skip: null };
+        return typeof token === 'string' ? { ready: undefined } : { skip: token };
+      });
     const first = await send();
     if (!first) return null;
     if (first.answer.httpStatus !== 401 || first.token === null) return this.noteThrottle(first.answer);
