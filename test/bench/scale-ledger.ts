@@ -155,7 +155,7 @@ export function buildScaleLedger(path: string, identity: LedgerIdentity, shapeIn
     const built = nights.filter((x) => x.n >= F);
     // Each night's counts are stored the way a closing batch stores them.
     db.transaction(() => {
-      for (const b of built) void b; // BASELINE: ledger.items.storeCounts(b.id);
+      for (const b of built) ledger.items.storeCounts(b.id);
     })();
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = FULL');
