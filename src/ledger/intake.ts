@@ -134,13 +134,18 @@ export class Intake {
     // seq, whose random order costs a cache miss per row once the map outgrows the cache.
     db.exec(`CREATE INDEX temp.row_targets_seq ON row_targets (seq, pk, disposition)`);
     // Targets the ledger knew: seen by this batch, and this batch's work again when submitted.
+    // The map is read in key order, so the targets are updated in pk order too; the row itself
+    // (in file order, a random place in the staged rows) is looked up only for a target submitted
+    // again, which a night of a cumulative extract has few of among many known ones.
     db.prepare(
       `UPDATE targets SET seen_batch_id = @b,
               state = CASE WHEN r.disposition = 'SUBMIT' THEN 'QUEUED' ELSE targets.state END,
               last_batch_id = CASE WHEN r.disposition = 'SUBMIT' THEN @b ELSE targets.last_batch_id END,
-              consumer_id = CASE WHEN r.disposition = 'SUBMIT' THEN coalesce(s.consumer_id, targets.consumer_id) ELSE targets.consumer_id END,
+              consumer_id = CASE WHEN r.disposition = 'SUBMIT'
+                                 THEN coalesce((SELECT s.consumer_id FROM temp.staged_rows s WHERE s.seq = r.seq), targets.consumer_id)
+                                 ELSE targets.consumer_id END,
               updated_at = CASE WHEN r.disposition = 'SUBMIT' THEN @now ELSE targets.updated_at END
-         FROM temp.row_targets r JOIN temp.staged_rows s ON s.seq = r.seq
+         FROM temp.row_targets r
         WHERE targets.pk = r.pk AND r.pk <= @maxPk AND r.disposition <> 'SKIPPED_DUPLICATE'`,
     ).run({ b, maxPk, now: nowIso() });
     db.prepare(
