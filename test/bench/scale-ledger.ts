@@ -13,6 +13,8 @@
 // from a real night: the two items indexes are dropped and made again at the end (a sorted build
 // instead of ten million inserts at random places), the journal is off and nothing is synced until
 // the end; the finished file is a WAL ledger like any other.
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Ledger } from '../../src/ledger/index.js';
 import type { LedgerIdentity } from '../../src/types.js';
 
@@ -165,4 +167,11 @@ export function buildScaleLedger(path: string, identity: LedgerIdentity, shapeIn
   } finally {
     ledger.close();
   }
+}
+
+// `node scale-ledger.js PATH IDENTITY_JSON SHAPE_JSON` builds in a process of its own and prints
+// the ScaleLedger as JSON: the bench's own memory stays small, and so does every child it spawns.
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const [path, identity, shape] = process.argv.slice(2) as [string, string, string];
+  process.stdout.write(JSON.stringify(buildScaleLedger(path, JSON.parse(identity) as LedgerIdentity, JSON.parse(shape) as ScaleShape)) + '\n');
 }
