@@ -180,6 +180,21 @@ describe('a ledger that grows (issue 15: no full scans)', () => {
     }
   });
 
+  it("the read-only commands' page cache is as small as the job's, so their memory does not grow with what they read", async () => {
+    const world = await makeWorld();
+    await world.run([world.file('a.csv', csv(HEADER, ['CARD-1,,CLOSED,']))]);
+    const rw = Ledger.open(world.config.ledger);
+    const ro = Ledger.open(world.config.ledger, { readonly: true });
+    try {
+      const size = (l: Ledger) => l.db.pragma('cache_size', { simple: true }) as number;
+      expect(size(ro)).toBe(size(rw));
+      expect(Math.abs(size(ro))).toBeLessThan(16_000); // better-sqlite3's default, which let a 100,000-row report take 38 MiB more
+    } finally {
+      ro.close();
+      rw.close();
+    }
+  });
+
   it('every query of status and status --batch is answered through an index: no table read whole, no batch read item by item', async () => {
     const world = await makeWorld({ scenario: { answers: { 'CARD-F': { status: 503, body: {}, times: 1 } } }, config: { rate: { maxAttempts: 1 } } });
     const a = await world.run([world.file('a.csv', csv(HEADER, ['CARD-1,CONS-1,CLOSED,', 'CARD-F,,CLOSED,', 'CARD-X,,NOT_A_REASON,']))]);
