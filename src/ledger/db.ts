@@ -33,6 +33,10 @@ export function openDb(path: string, opts: OpenOptions = {}): Db {
       db.close();
       throw new Error(`ledger ${path} is at schema version ${version}, this build expects ${MIGRATIONS.length}; run the job once to migrate it`);
     }
+    // status, show and report too: with the 16 MiB default their peak memory grew with what they
+    // read (a report of a 100,000-row batch in a 10,000,000-item ledger: 120 MiB, against 82 MiB
+    // for a 100-row one; status 95 MiB against 81 MiB, counting the targets).
+    limitCache(db);
     return db;
   }
   if (opts.create) createLedgerFile(path);

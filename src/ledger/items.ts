@@ -20,6 +20,14 @@ export interface RejectLine {
 
 const TARGET_JOIN = `JOIN targets t ON t.pk = i.target_pk`;
 
+/**
+ * The condition of the partial index items_left (migration 5), repeated word for word: SQLite
+ * uses a partial index only for a query that states its condition.
+ */
+const LEFT_UNDONE = (alias: string) => `${alias}.outcome IN ('FAILED_RETRYABLE', 'FAILED_PERMANENT', 'NOT_ATTEMPTED', 'PENDING')`;
+
+type Counts = { rows: Partial<Record<Outcome, number>>; carriedOver: Partial<Record<Outcome, number>> };
+
 /** A line of results.csv as `resultsStmt` reads it: its columns, in the SELECT's order. */
 type ResultRowArray = [
   pk: number,
@@ -54,6 +62,10 @@ export class Items {
   private readonly freezeStmt;
   private readonly refreezePendingStmt;
   private readonly countsStmt;
+  private readonly storedCountsStmt;
+  private readonly closedStmt;
+  private readonly dropCountsStmt;
+  private readonly storeCountsStmt;
   private readonly resultsStmt;
   private readonly rejectsStmt;
   private readonly historyStmt;
@@ -99,22 +111,24 @@ export class Items {
                 WHERE t.pk = items.target_pk) IN ('OPTED_OUT', 'PENDING')`,
     );
     // Still SUBMITTING for this batch: the process stopped between sending and recording the answer.
+    // Found from the unfinished targets (targets_open), not from the batch's items: `status` asks
+    // this of every batch it lists, and a batch may have 100,000 items and no target in doubt.
     this.inDoubtStmt = db.prepare<[string], { n: number }>(
-      `SELECT count(*) AS n FROM items i ${TARGET_JOIN}
-        WHERE i.batch_id = ? AND i.disposition IN ('SUBMIT', 'POLL') AND t.state = 'SUBMITTING' AND t.last_batch_id = i.batch_id`,
+      `SELECT count(*) AS n FROM targets t CROSS JOIN items i ON i.target_pk = t.pk AND i.batch_id = t.last_batch_id
+        WHERE t.last_batch_id = ? AND ${OPEN('t')} AND t.state = 'SUBMITTING' AND i.disposition IN ('SUBMIT', 'POLL')`,
     );
-    // What a closed batch left undone, and whether later batches have finished all of it.
-    const LEFT = `i.batch_id = @b AND i.outcome IN ('FAILED_RETRYABLE', 'FAILED_PERMANENT', 'NOT_ATTEMPTED', 'PENDING')`;
+    // What a closed batch left undone (found through items_left), and whether later batches have finished all of it.
+    const LEFT = `i.batch_id = @b AND ${LEFT_UNDONE('i')}`;
     this.leftoverStmt = db.prepare<{ b: string }, { leftover: number; open: number | null; later: string | null }>(
       `SELECT count(*) AS leftover, sum(t.state NOT IN ('OPTED_OUT', 'NOT_ENROLLED')) AS open,
-              (SELECT lb.id FROM items i ${TARGET_JOIN} JOIN batches lb ON lb.id = t.last_batch_id
+              (SELECT lb.id FROM items i INDEXED BY items_left ${TARGET_JOIN} JOIN batches lb ON lb.id = t.last_batch_id
                 WHERE ${LEFT} AND lb.id <> @b ORDER BY lb.started_at DESC LIMIT 1) AS later
-         FROM items i ${TARGET_JOIN} WHERE ${LEFT}`,
+         FROM items i INDEXED BY items_left ${TARGET_JOIN} WHERE ${LEFT}`,
     );
     this.leftBehindStmt = db.prepare<[string], { id: string }>(
       `SELECT DISTINCT e.batch_id AS id FROM items c JOIN items e ON e.target_pk = c.target_pk
         WHERE c.batch_id = ? AND c.origin = 'CARRY_OVER' AND e.batch_id <> c.batch_id
-          AND e.outcome IN ('FAILED_RETRYABLE', 'FAILED_PERMANENT', 'NOT_ATTEMPTED', 'PENDING')`,
+          AND ${LEFT_UNDONE('e')}`,
     );
     this.freezeStmt = db.prepare(
       `UPDATE items SET outcome = (SELECT ${OUTCOME_SQL} FROM items i ${TARGET_JOIN} WHERE i.pk = items.pk)
@@ -127,6 +141,15 @@ export class Items {
     this.countsStmt = db.prepare<[string], { origin: 'ROW' | 'CARRY_OVER'; outcome: Outcome; n: number }>(
       `SELECT i.origin, coalesce(i.outcome, ${OUTCOME_SQL}) AS outcome, count(*) AS n
          FROM items i ${TARGET_JOIN} WHERE i.batch_id = ? GROUP BY 1, 2`,
+    );
+    this.storedCountsStmt = db.prepare<[string], { origin: 'ROW' | 'CARRY_OVER'; outcome: Outcome; n: number }>(
+      `SELECT origin, outcome, n FROM batch_counts WHERE batch_id = ?`,
+    );
+    this.closedStmt = db.prepare<[string], { closed: number }>(`SELECT status <> 'RUNNING' AS closed FROM batches WHERE id = ?`);
+    this.dropCountsStmt = db.prepare(`DELETE FROM batch_counts WHERE batch_id = ?`);
+    this.storeCountsStmt = db.prepare(
+      `INSERT INTO batch_counts (batch_id, origin, outcome, n)
+       SELECT batch_id, origin, outcome, count(*) FROM items WHERE batch_id = ? GROUP BY origin, outcome`,
     );
     // Error details and attempt counts belong to the lines that caused the calls, not to skipped rows.
     // Rows as arrays (raw), in RESULT_ROW order: a 100,000-line report reads a quarter faster
@@ -209,20 +232,37 @@ export class Items {
     return this.leftBehindStmt.all(batchId).map((r) => r.id);
   }
 
-  /** Fixes each item's outcome as of the end of the batch, so later batches do not rewrite its report. */
+  /**
+   * Fixes each item's outcome as of the end of the batch, so later batches do not rewrite its
+   * report, and stores the batch's counts of them. Inside the transaction that closes the batch.
+   */
   freezeOutcomes(batchId: string): void {
     this.freezeStmt.run(batchId);
+    this.storeCounts(batchId);
   }
 
-  /** After a later poll, the batch's PENDING lines take their final outcome. */
+  /** After a later poll, the batch's PENDING lines take their final outcome, and its stored counts follow. */
   refreezePending(batchId: string): number {
-    return this.refreezePendingStmt.run(batchId).changes;
+    const changed = this.refreezePendingStmt.run(batchId).changes;
+    if (changed > 0) this.storeCounts(batchId);
+    return changed;
   }
 
-  counts(batchId: string): { rows: Partial<Record<Outcome, number>>; carriedOver: Partial<Record<Outcome, number>> } {
+  /**
+   * Stores the counts of the batch's frozen outcomes, replacing those stored before: every change
+   * to a closed batch's outcomes calls this in the same transaction (and prune removes them).
+   */
+  storeCounts(batchId: string): void {
+    this.dropCountsStmt.run(batchId);
+    this.storeCountsStmt.run(batchId);
+  }
+
+  /** Outcome counts of the batch's input rows and carried-over targets: stored once it is closed, counted while it runs. */
+  counts(batchId: string): Counts {
     const rows: Partial<Record<Outcome, number>> = {};
     const carriedOver: Partial<Record<Outcome, number>> = {};
-    for (const r of this.countsStmt.all(batchId)) {
+    const closed = this.closedStmt.get(batchId)?.closed === 1;
+    for (const r of (closed ? this.storedCountsStmt : this.countsStmt).all(batchId)) {
       const into = r.origin === 'ROW' ? rows : carriedOver;
       into[r.outcome] = (into[r.outcome] ?? 0) + r.n;
     }

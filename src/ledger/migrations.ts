@@ -195,4 +195,29 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE targets_with_not_enrolled RENAME TO targets;
   CREATE INDEX targets_open ON targets (last_batch_id, state) WHERE state IN ('QUEUED', 'SUBMITTING', 'PENDING', 'FAILED_RETRYABLE');
   `,
+  // 5: scale (docs/design.md §3): `status` and `status --batch` read a closed batch's outcome counts
+  // from here instead of grouping its items (10 batches of 100,000 items each for one `status`),
+  // and find what a batch left undone through a partial index that holds only those items. The
+  // counts are stored when a batch's outcomes are frozen and again whenever a later poll refreezes
+  // them (Items.storeCounts); a batch still RUNNING is counted from its items, as before. Closed
+  // batches of an older ledger get theirs here, from their frozen outcomes; pruned ones have none.
+  `
+  CREATE TABLE batch_counts (
+    batch_id TEXT NOT NULL REFERENCES batches(id),
+    origin   TEXT NOT NULL,
+    outcome  TEXT NOT NULL,
+    n        INTEGER NOT NULL,
+    PRIMARY KEY (batch_id, origin, outcome)
+  ) WITHOUT ROWID;
+  -- As status counted them until now: the frozen outcome, or (never frozen) the one the target implies.
+  INSERT INTO batch_counts (batch_id, origin, outcome, n)
+    SELECT i.batch_id, i.origin,
+           coalesce(i.outcome, CASE WHEN i.disposition LIKE 'SKIPPED_%' THEN i.disposition WHEN t.state = 'QUEUED' THEN 'NOT_ATTEMPTED'
+                                    WHEN t.state = 'SUBMITTING' THEN 'FAILED_RETRYABLE' ELSE t.state END),
+           count(*)
+      FROM items i JOIN targets t ON t.pk = i.target_pk JOIN batches b ON b.id = i.batch_id
+     WHERE b.status <> 'RUNNING'
+     GROUP BY 1, 2, 3;
+  CREATE INDEX items_left ON items (batch_id) WHERE outcome IN ('FAILED_RETRYABLE', 'FAILED_PERMANENT', 'NOT_ATTEMPTED', 'PENDING');
+  `,
 ];

@@ -58,6 +58,7 @@ export class Prunes {
   private readonly deleteItemsStmt;
   private readonly deleteAttemptsStmt;
   private readonly deleteRejectsStmt;
+  private readonly deleteCountsStmt;
   private readonly markBatchStmt;
   private readonly prunedBatchesStmt;
   private readonly finishStmt;
@@ -87,6 +88,8 @@ export class Prunes {
     this.deleteItemsStmt = db.prepare(`DELETE FROM items WHERE batch_id = ?`);
     this.deleteAttemptsStmt = db.prepare(`DELETE FROM attempts WHERE batch_id = ?`);
     this.deleteRejectsStmt = db.prepare(`DELETE FROM rejects WHERE batch_id = ?`);
+    // With its rows gone, a pruned batch has no outcome counts either (`status` marks it pruned).
+    this.deleteCountsStmt = db.prepare(`DELETE FROM batch_counts WHERE batch_id = ?`);
     this.markBatchStmt = db.prepare(`UPDATE batches SET pruned_by = ? WHERE id = ?`);
     this.prunedBatchesStmt = db.prepare<[], { id: string }>(`SELECT id FROM batches WHERE pruned_by IS NOT NULL`);
     this.finishStmt = db.prepare(`UPDATE prunes SET report_folders = ?, bytes_reclaimed = ? WHERE id = ?`);
@@ -122,6 +125,7 @@ export class Prunes {
       this.deleteItemsStmt.run(batch);
       this.deleteAttemptsStmt.run(batch);
       this.deleteRejectsStmt.run(batch);
+      this.deleteCountsStmt.run(batch);
       this.markBatchStmt.run(prune, batch);
     }
     return prune;

@@ -88,8 +88,10 @@ export class Targets {
     this.pendingBatchesStmt = db.prepare<[], { last_batch_id: string }>(
       `SELECT DISTINCT t.last_batch_id FROM targets t WHERE ${OPEN('t')} AND t.state = 'PENDING' AND t.last_batch_id IS NOT NULL`,
     );
+    // Through the unfinished targets only: on scope alone the planner would take the unique index
+    // and read every card the ledger holds, for each `status`.
     this.waitingStmt = db.prepare<[], { consumer_id: string; n: number }>(
-      `SELECT t.consumer_id, count(*) AS n FROM targets t
+      `SELECT t.consumer_id, count(*) AS n FROM targets t INDEXED BY targets_open
         WHERE ${OPEN('t')} AND t.state = 'QUEUED' AND t.scope = 'CARD' AND t.consumer_id IS NOT NULL
           AND (SELECT c.state FROM targets c WHERE c.scope = 'CONSUMER' AND c.target_id = t.consumer_id) = 'PENDING'
         GROUP BY t.consumer_id ORDER BY t.consumer_id`,
