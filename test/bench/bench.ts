@@ -20,6 +20,7 @@ import { identityOf, Ledger } from '../../src/ledger/index.js';
 import { closeLogger, createLogger } from '../../src/log.js';
 import type { SimState } from '../../src/sim/index.js';
 import { writeCardFile } from './data.js';
+import { benchScale } from './scale.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..', '..', '..');
@@ -382,6 +383,9 @@ try {
   if (!only || only === 'rate') await benchRate();
   if (!only || only === 'night') await benchNight();
   if (!only || only === 'busy') await benchBusyHost();
+  if (!only || only === 'scale') {
+    await benchScale(work, (t) => targets.push({ name: t.name, figure: t.figure, target: t.target, verdict: verdict(t.ok), detail: t.detail }), figures);
+  }
   const machine = { cores: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', node: process.version };
   writeFileSync(join(root, 'bench-results.json'), JSON.stringify({ commit: commit(), machine, targets, figures, at: new Date().toISOString() }, null, 2) + '\n');
   say('');
