@@ -82,7 +82,7 @@ export class D1Client {
         const token = await this.token();
         // The run may have stopped while the token was fetched (this very failure may have stopped it).
         if (cancelled?.()) return { skip: null };
-        return typeof token === 'string' ? { ready: undefined } : { skip: token };
+        return typeof token === 'string' ? null : { skip: token };
       });
     const first = await send();
     if (!first) return null;

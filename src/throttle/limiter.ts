@@ -17,7 +17,7 @@ const CATCH_UP_MS = 250;
  */
 const CATCH_UP_BURST_MS = 2;
 
-/** See LimiterOptions.guardMs; chosen with `npm run bench` (docs/design.md §9). */
+/** See LimiterOptions.guardMs; chosen with `npm run bench` (docs/design.md §8). */
 export const DEFAULT_GUARD_MS = 8;
 
 export interface LimiterOptions {
@@ -111,12 +111,12 @@ export class RateLimiter {
    * leaves late and bunches with the ones started after it. When `prepare` says `skip`, nothing is
    * sent and no start is used.
    */
-  schedule<T, P = undefined>(fn: (prepared: P) => Promise<T>, prepare?: () => Promise<{ skip: T } | { ready: P }>): Promise<T> {
+  schedule<T>(fn: () => Promise<T>, prepare?: () => Promise<{ skip: T } | null>): Promise<T> {
     return this.inFlight(async () => {
-      const prepared = prepare ? await prepare() : { ready: undefined as P };
-      if ('skip' in prepared) return prepared.skip;
+      const skipped = prepare ? await prepare() : null;
+      if (skipped) return skipped.skip;
       await this.takeStartSlot();
-      return fn(prepared.ready);
+      return fn();
     });
   }
 
