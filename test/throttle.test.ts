@@ -60,7 +60,10 @@ describe('rate limiter', () => {
       const clock = fakeClock();
       const limiter = new RateLimiter({ requestsPerSecond: rps, concurrency: 64, clock, guardMs: 0 });
       const starts: number[] = [];
-      await Promise.all(Array.from({ length: rps * 5 + 3 }, () => limiter.schedule(async () => void starts.push(clock.now()))));
+      await Promise.all(Array.from({ length: rps * 5 + 3 }, () => limiter.schedule(async (left) => {
+        starts.push(clock.now());
+        left();
+      })));
       expect(maxInAnyWindow(starts)).toBeLessThanOrEqual(rps);
       // ...and uses the whole budget: the last start is no later than the rate allows, give or
       // take the smallest guard band (2 ms a window).
@@ -78,12 +81,70 @@ describe('rate limiter', () => {
     const guardMs = 8;
     const limiter = new RateLimiter({ requestsPerSecond: 1000, concurrency: 64, clock, guardMs });
     const starts: number[] = [];
-    await Promise.all(Array.from({ length: 20_000 }, () => limiter.schedule(async () => void starts.push(clock.now()))));
+    await Promise.all(Array.from({ length: 20_000 }, () => limiter.schedule(async (left) => {
+        starts.push(clock.now());
+        left();
+      })));
     expect(maxInAnyWindow(starts)).toBeLessThanOrEqual(1000);
     const achieved = (starts.length - 1) / ((starts[starts.length - 1]! - starts[0]!) / 1000);
     // The guard band alone allows 1000 / 1.008 = 992 a second; the delays cost almost nothing more.
     expect(achieved).toBeGreaterThanOrEqual(0.99 * 1000);
     expect(achieved).toBeLessThanOrEqual(1000 / (1 + guardMs / 1000) + 0.5);
+  });
+
+  it('counts a request from when it left, not from its start, so a stall in between does not bunch arrivals', async () => {
+    // Every 1.4 s the event loop stalls for 40 ms: a request that took its start in the stall is
+    // written to its socket only when the stall ends, together with those started after it. D1
+    // counts them where they arrive. Counted from their starts, 208 left in one second at 200 rps.
+    const clock = eventClock();
+    const rps = 200;
+    const limiter = new RateLimiter({ requestsPerSecond: rps, concurrency: 64, clock, guardMs: 0 });
+    const leftAt: number[] = [];
+    try {
+      await Promise.all(
+        Array.from({ length: rps * 8 }, () =>
+          limiter.schedule(async (left) => {
+            const start = clock.now();
+            const phase = (start - 1_000_000) % 1400;
+            if (phase >= 300 && phase < 340) await clock.sleep(340 - phase);
+            leftAt.push(clock.now());
+            left();
+            await clock.sleep(5);
+          }),
+        ),
+      );
+    } finally {
+      clock.stop();
+    }
+    leftAt.sort((a, b) => a - b);
+    expect(leftAt).toHaveLength(rps * 8);
+    expect(maxInAnyWindow(leftAt)).toBeLessThanOrEqual(rps);
+    // ...and the stalls cost little of the rate: the starts held back are caught up.
+    expect((leftAt.length - 1) / ((leftAt[leftAt.length - 1]! - leftAt[0]!) / 1000)).toBeGreaterThanOrEqual(0.97 * rps);
+  });
+
+  it('counts a request that has not left yet in every window until it does', async () => {
+    // The first request waits 1.2 s for its connection; the others leave at once. The second and
+    // third must not both leave in the same second as the first.
+    const clock = eventClock();
+    const limiter = new RateLimiter({ requestsPerSecond: 2, concurrency: 4, clock, guardMs: 0 });
+    const leftAt: number[] = [];
+    try {
+      await Promise.all(
+        Array.from({ length: 6 }, (_, i) =>
+          limiter.schedule(async (left) => {
+            if (i === 0) await clock.sleep(1200);
+            leftAt.push(clock.now());
+            left();
+          }),
+        ),
+      );
+    } finally {
+      clock.stop();
+    }
+    leftAt.sort((a, b) => a - b);
+    expect(leftAt).toHaveLength(6);
+    expect(maxInAnyWindow(leftAt)).toBeLessThanOrEqual(2);
   });
 
   it('keeps the bound while retries and polls join the same queue, and holds concurrency', async () => {
@@ -120,12 +181,15 @@ describe('rate limiter', () => {
     const clock = fakeClock();
     const limiter = new RateLimiter({ requestsPerSecond: 40, concurrency: 8, clock, guardMs: 0, recoverAfterMs: 2000, probeAfterMs: 10_000 });
     // 30 requests at 40 rps, then D1 says 429: it admitted about 30 a second.
-    await Promise.all(Array.from({ length: 30 }, () => limiter.schedule(async () => undefined)));
+    await Promise.all(Array.from({ length: 30 }, () => limiter.schedule(async (left) => left())));
     const t429 = clock.now();
     limiter.onThrottled(3000);
     limiter.onThrottled(3000); // a burst of 429s from requests already in flight is one signal
     const starts: number[] = [];
-    await limiter.schedule(async () => void starts.push(clock.now()));
+    await limiter.schedule(async (left) => {
+        starts.push(clock.now());
+        left();
+      });
     expect(starts[0]! - t429).toBeGreaterThanOrEqual(3000);
     let s = limiter.stats();
     expect(s.http429).toBe(2);
@@ -134,9 +198,9 @@ describe('rate limiter', () => {
     expect(s.throttledMs).toBe(3000);
     // Quiet: it stays at or below 95% of the ceiling (30) until the long quiet of a probe, then
     // adds a little at a time, up to the configured rate and never above it.
-    await Promise.all(Array.from({ length: 200 }, () => limiter.schedule(async () => undefined)));
+    await Promise.all(Array.from({ length: 200 }, () => limiter.schedule(async (left) => left())));
     expect(limiter.stats().currentRps).toBeLessThanOrEqual(28.5);
-    await Promise.all(Array.from({ length: 2500 }, () => limiter.schedule(async () => undefined)));
+    await Promise.all(Array.from({ length: 2500 }, () => limiter.schedule(async (left) => left())));
     s = limiter.stats();
     expect(s.currentRps).toBe(40);
     // Repeated 429s with nothing admitted cut it down to the floor of 1 rps.
@@ -153,8 +217,9 @@ describe('rate limiter', () => {
     const starts: number[] = [];
     await Promise.all(
       Array.from({ length: 1500 }, (_, i) =>
-        limiter.schedule(async () => {
+        limiter.schedule(async (left) => {
           starts.push(clock.now());
+          left();
           if (i % 300 === 299) limiter.onThrottled(1000);
         }),
       ),

@@ -71,10 +71,10 @@ export class D1Client {
     // hold it while the requests behind keep theirs, and they would all arrive together. It is
     // asked for again once the start comes (from the cache, at once), because the wait for the
     // start may outlast it.
-    const withToken = async (): Promise<{ answer: D1Answer; token: string | null } | null> => {
+    const withToken = async (left: () => void): Promise<{ answer: D1Answer; token: string | null } | null> => {
       if (cancelled?.()) return null;
       const token = await this.token();
-      return typeof token === 'string' ? this.once(method, url, body, token) : token;
+      return typeof token === 'string' ? this.once(method, url, body, token, left) : token;
     };
     const send = () =>
       this.limiter.schedule(withToken, async () => {
@@ -114,7 +114,7 @@ export class D1Client {
     }
   }
 
-  private async once(method: string, url: string, body: string | undefined, token: string): Promise<{ answer: D1Answer; token: string | null }> {
+  private async once(method: string, url: string, body: string | undefined, token: string, left: () => void): Promise<{ answer: D1Answer; token: string | null }> {
     const cid = correlationId();
     const startedAt = this.clock.now();
     const base = { correlationId: cid, startedAt, operationId: null, operationStatus: null, errorCode: null, retryAfterMs: null, sent: true };
@@ -131,6 +131,7 @@ export class D1Client {
         body,
       },
       this.cfg.timeoutMs,
+      left,
     );
     const endedAt = this.clock.now();
     if ('error' in res) {

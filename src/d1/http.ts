@@ -52,8 +52,10 @@ export class Transport {
     });
   }
 
-  async send(url: string, init: RequestInit, timeoutMs: number): Promise<WireResponse | WireFailure> {
-    const agent = url.startsWith('https:') ? this.httpsAgent : this.httpAgent;
+  /** `left` is called once the request is handed to the socket (the rate limiter counts it from then). */
+  async send(url: string, init: RequestInit, timeoutMs: number, left?: () => void): Promise<WireResponse | WireFailure> {
+    const shared = url.startsWith('https:') ? this.httpsAgent : this.httpAgent;
+    const agent = left ? tellWhenWritten(shared, left) : shared;
     try {
       // Never followed: a redirect would carry the bearer token or the signed assertion to
       // whatever host the Location names (node-fetch re-posts the body on 307/308).
@@ -69,6 +71,20 @@ export class Transport {
     this.httpAgent.destroy();
     this.httpsAgent.destroy();
   }
+}
+
+/**
+ * The shared agent, seen through a view that hears when this one request has been written out:
+ * node-fetch hides the request object, and the agent is where node's http hands it over. The
+ * view inherits everything else (sockets, pool, protocol) from the shared agent.
+ */
+function tellWhenWritten(agent: http.Agent, left: () => void): http.Agent {
+  const view = Object.create(agent) as http.Agent & { addRequest(req: http.ClientRequest, opts: unknown): void };
+  view.addRequest = (req: http.ClientRequest, opts: unknown) => {
+    req.once('finish', left);
+    (agent as unknown as { addRequest(req: http.ClientRequest, opts: unknown): void }).addRequest(req, opts);
+  };
+  return view;
 }
 
 export function isRedirect(status: number): boolean {

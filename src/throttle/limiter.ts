@@ -6,8 +6,8 @@ import { realClock, type Clock } from './clock.js';
  * Timers fire a millisecond or two late, and the event loop stalls now and then: a collection, or
  * a commit's fsync on a busy disk (better-sqlite3 commits on this thread). Without catching up,
  * each delay is slots lost for good: at 1,000 req/s they cost a few percent of the rate. The
- * starts that catch up leave close together, but each is a real start and the one-second window
- * below counts it, so the bound holds through them.
+ * starts that catch up leave close together, but each is counted by the one-second window below
+ * from the moment it really left, so the bound holds through them.
  */
 const CATCH_UP_MS = 250;
 /**
@@ -53,8 +53,9 @@ export interface LimiterStats {
 
 /**
  * The one gate every D1 request passes: opt-outs, retries and Get Operation polls alike.
- * Guarantees that in any sliding one-second window at most `requestsPerSecond` requests start
- * (an exact log of start times, not an approximation), and at most `concurrency` are in flight.
+ * Guarantees that in any sliding one-second window at most `requestsPerSecond` requests leave
+ * (an exact log of when each was handed to its socket, not an approximation), and at most
+ * `concurrency` are in flight.
  *
  * On 429 it pauses everything for Retry-After and cuts its rate multiplicatively: to 95% of what
  * it started in the last second (about what D1 admitted), never above its current rate, never
@@ -75,8 +76,15 @@ export class RateLimiter {
   private readonly maxRps: number;
   private readonly maxPauseMs: number;
   private rps: number;
-  /** Start times of the most recent requests, oldest first, at most ceil(maxRps) of them: when they really started. */
-  private readonly starts: number[] = [];
+  /**
+   * When the most recent requests left, oldest first, at most ceil(maxRps) of them: the moment the
+   * request's bytes were handed to the socket, not the moment it took its start. Between the two the
+   * event loop may stall (a commit's fsync, a collection); a request started before a stall leaves
+   * after it, next to the ones started after it, and D1 counts it where it arrives.
+   */
+  private readonly left: number[] = [];
+  /** Requests that took their start and have not yet left: each counts in every window until it does. */
+  private leaving = 0;
   /** When the next start is due on the even schedule. */
   private due = -Infinity;
   /** When the next start may leave while catching up: at twice the rate, not all at once. */
@@ -105,18 +113,30 @@ export class RateLimiter {
   }
 
   /**
-   * Runs `fn` (one HTTP request) once both a concurrency slot and a start slot are free.
+   * Runs `fn` (one HTTP request) once both a concurrency slot and a start slot are free. `fn` calls
+   * `left()` once the request's bytes are handed to the socket; the window counts it from then.
    * `prepare` runs first, in the concurrency slot but before a start slot is taken: what a request
    * must wait for before it can leave (its access token) must not hold a start, or the request
    * leaves late and bunches with the ones started after it. When `prepare` says `skip`, nothing is
    * sent and no start is used.
    */
-  schedule<T>(fn: () => Promise<T>, prepare?: () => Promise<{ skip: T } | null>): Promise<T> {
+  schedule<T>(fn: (left: () => void) => Promise<T>, prepare?: () => Promise<{ skip: T } | null>): Promise<T> {
     return this.inFlight(async () => {
       const skipped = prepare ? await prepare() : null;
       if (skipped) return skipped.skip;
       await this.takeStartSlot();
-      return fn();
+      let leaving = true;
+      const left = () => {
+        if (!leaving) return;
+        leaving = false;
+        this.noteLeft(this.clock.now());
+      };
+      try {
+        return await fn(left);
+      } finally {
+        // A request that failed before it said so may still have reached the wire: it left at the latest now.
+        left();
+      }
     });
   }
 
@@ -134,7 +154,7 @@ export class RateLimiter {
     // One cut per burst of 429s: the requests already in flight when the first came back were
     // sent at the old rate and say nothing new.
     if (now - this.last429 > 1000) {
-      const startedLastSecond = this.starts.filter((t) => t > now - 1000).length;
+      const startedLastSecond = this.leaving + this.left.filter((t) => t > now - 1000).length;
       this.ceiling = Math.max(1, startedLastSecond);
       this.rps = Math.max(1, Math.min(this.rps, startedLastSecond) * 0.95);
       this.s.lowestRps = Math.min(this.s.lowestRps, this.rps);
@@ -175,17 +195,17 @@ export class RateLimiter {
       const earliest = this.earliestStart();
       const wait = earliest - now;
       if (wait <= 0) {
-        this.starts.push(now);
+        this.leaving++;
         // Behind schedule by less than CATCH_UP_MS: the schedule stands and the next starts follow
         // at once until it is met again. Further behind (a pause, an idle spell): it starts afresh.
         this.due = Math.max(this.due, now - CATCH_UP_MS) + this.spacing();
         this.catchUpDue = Math.max(this.catchUpDue, now - CATCH_UP_BURST_MS) + this.spacing() / 2;
-        const keep = Math.ceil(this.maxRps);
-        if (this.starts.length > keep) this.starts.splice(0, this.starts.length - keep);
         this.s.started++;
         return;
       }
-      await Promise.race([this.clock.sleep(wait), new Promise<void>((resolve) => (this.wake = resolve))]);
+      // An infinite wait is a full window of requests that have not left yet: the next to leave wakes it.
+      const woken = new Promise<void>((resolve) => (this.wake = resolve));
+      await (Number.isFinite(wait) ? Promise.race([this.clock.sleep(wait), woken]) : woken);
       this.wake = null;
     }
   }
@@ -200,12 +220,23 @@ export class RateLimiter {
 
   /** The earliest instant a new request may start without breaking any guarantee (may be past). */
   private earliestStart(): number {
-    // Even spacing keeps arrivals smooth; the window check over real start times makes the bound exact.
-    let at = Math.max(this.pausedUntil, this.due, this.catchUpDue);
-    const n = this.starts.length;
-    const allowed = Math.max(1, Math.floor(this.rps));
-    if (n >= allowed) at = Math.max(at, this.starts[n - allowed]! + 1000 + this.guardMs);
-    return at;
+    // Even spacing keeps arrivals smooth; the window check over the times requests left makes the bound exact.
+    const at = Math.max(this.pausedUntil, this.due, this.catchUpDue);
+    const fromLeft = Math.max(1, Math.floor(this.rps)) - this.leaving;
+    if (fromLeft <= 0) return Infinity;
+    const n = this.left.length;
+    return n >= fromLeft ? Math.max(at, this.left[n - fromLeft]! + 1000 + this.guardMs) : at;
+  }
+
+  /** Kept in order: requests leave nearly in the order they started, so this seldom looks back more than a step. */
+  private noteLeft(at: number): void {
+    this.leaving--;
+    let i = this.left.length;
+    while (i > 0 && this.left[i - 1]! > at) i--;
+    this.left.splice(i, 0, at);
+    const keep = Math.ceil(this.maxRps);
+    if (this.left.length > keep) this.left.splice(0, this.left.length - keep);
+    this.wake?.();
   }
 
   private maybeIncrease(now: number): void {
