@@ -195,7 +195,7 @@ class Simulator {
     this.truth.apiWindow.add(at);
     if (route.kind === 'optOut' && key !== null) {
       this.truth.optOutWindow.add(at);
-      this.truth.optOutArrivals[key] = (this.truth.optOutArrivals[key] ?? 0) + 1;
+      this.truth.optOutArrivals.set(key, (this.truth.optOutArrivals.get(key) ?? 0) + 1);
     }
 
     const refused = this.outage(at) ?? this.quota(at);
@@ -232,7 +232,7 @@ class Simulator {
 
   private optOut(req: http.IncomingMessage, route: RouteMatch, issuerId: string, body: string): Reply {
     const key = targetKey(route.scope, route.targetId);
-    this.truth.optOutCalls[key] = (this.truth.optOutCalls[key] ?? 0) + 1;
+    this.truth.optOutCalls.set(key, (this.truth.optOutCalls.get(key) ?? 0) + 1);
     const invalid = this.checkRequest(req, route, issuerId) ?? checkJsonBody(body);
     if (invalid) return invalid;
     const scripted = this.scripted(route.targetId);

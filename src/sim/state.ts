@@ -5,6 +5,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Scope } from '../types.js';
 import { randomId, type RngStreams } from './random.js';
 import type { Scenario } from './scenario.js';
+import { ShardedTable } from './table.js';
 import { SlidingWindow } from './window.js';
 
 export type SimTargetState = 'OPTED_OUT' | 'PENDING' | 'FAILED';
@@ -105,16 +106,17 @@ export class GroundTruth {
   tokensIssued = 0;
   tokenRequests = 0;
   byStatus: Record<string, number> = {};
-  optOutCalls: Record<string, number> = {};
-  optOutArrivals: Record<string, number> = {};
-  targets: Record<string, SimTarget> = {};
+  /** Per card or consumer: opt-outs answered, opt-outs arrived, what D1 holds now. */
+  readonly optOutCalls = new ShardedTable<number>();
+  readonly optOutArrivals = new ShardedTable<number>();
+  private readonly targets = new ShardedTable<SimTarget>();
   readonly quota = new SlidingWindow();
   readonly optOutWindow = new SlidingWindow();
   readonly apiWindow = new SlidingWindow();
   inFlight = 0;
   maxInFlight = 0;
   private calls: SimCall[] = [];
-  private operations = new Map<string, StoredOperation>();
+  private readonly operations = new ShardedTable<StoredOperation>();
   private pending = new Set<StoredOperation>();
 
   constructor(
@@ -127,9 +129,9 @@ export class GroundTruth {
     this.tokensIssued = 0;
     this.tokenRequests = 0;
     this.byStatus = {};
-    this.optOutCalls = {};
-    this.optOutArrivals = {};
-    this.targets = {};
+    this.optOutCalls.clear();
+    this.optOutArrivals.clear();
+    this.targets.clear();
     this.quota.clear();
     this.optOutWindow.clear();
     this.apiWindow.clear();
@@ -184,7 +186,7 @@ export class GroundTruth {
     this.settle();
     const key = targetKey(scope, id);
     const now = Date.now();
-    const existing = this.targets[key];
+    const existing = this.targets.get(key);
     if (existing && existing.state !== 'FAILED') {
       if (this.scenario.repeat !== 'success') return { kind: 'conflict', errorCode: this.scenario.repeat };
       // A repeat leaves the original opt-out alone; only the answer is new.
@@ -203,19 +205,19 @@ export class GroundTruth {
 
     const mark = (target: string, via?: string): void => {
       op.targetKeys.push(target);
-      this.targets[target] = {
+      this.targets.set(target, {
         state: isPending ? 'PENDING' : 'OPTED_OUT',
         operationId: op.view.operationId,
         ...(via !== undefined ? { via } : {}),
         ...(isPending ? {} : { optedOutAt: new Date(now).toISOString() }),
-      };
+      });
     };
     mark(key);
     if (scope === 'CONSUMER') {
       // A consumer opt-out removes every card of the consumer; cards already gone keep their own record.
       for (const cardId of this.scenario.consumers[id] ?? []) {
         const cardKey = targetKey('CARD', cardId);
-        const card = this.targets[cardKey];
+        const card = this.targets.get(cardKey);
         if (!card || card.state === 'FAILED') mark(cardKey, id);
       }
     }
@@ -242,7 +244,7 @@ export class GroundTruth {
         op.view.error = 'Opt-out failed at the scheme';
       }
       for (const key of op.targetKeys) {
-        const target = this.targets[key];
+        const target = this.targets.get(key);
         if (target?.operationId !== op.view.operationId || target.state !== 'PENDING') continue;
         target.state = final === 'FAILED' ? 'FAILED' : 'OPTED_OUT';
         if (final === 'SUCCESSFUL') target.optedOutAt = endTime;
@@ -259,9 +261,9 @@ export class GroundTruth {
       byStatus: copy(this.byStatus),
       tokensIssued: this.tokensIssued,
       tokenRequests: this.tokenRequests,
-      optOutCalls: copy(this.optOutCalls),
-      optOutArrivals: copy(this.optOutArrivals),
-      targets: Object.fromEntries(Object.entries(this.targets).map(([k, t]) => [k, { ...t }])),
+      optOutCalls: this.optOutCalls.toRecord((n) => n),
+      optOutArrivals: this.optOutArrivals.toRecord((n) => n),
+      targets: this.targets.toRecord((t) => ({ ...t })),
       maxOptOutsInAnyWindow: this.optOutWindow.max,
       maxRequestsInAnyWindow: this.apiWindow.max,
       maxInFlight: this.maxInFlight,
