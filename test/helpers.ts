@@ -12,7 +12,7 @@ import { parseConfig } from '../src/config.js';
 import { identityOf, Ledger } from '../src/ledger/index.js';
 import { closeLogger, createLogger } from '../src/log.js';
 import { startSimulator, type Scenario, type SimServer, type StartSimOptions } from '../src/sim/index.js';
-import type { BatchSummary, Config, ResultLine } from '../src/types.js';
+import type { BatchSummary, Config, ProgressListener, ResultLine } from '../src/types.js';
 
 export const ROOT = resolve(import.meta.dirname, '..');
 export const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
@@ -27,7 +27,7 @@ export interface World {
   configFile: string;
   keyFile: string;
   file(name: string, content: string | Buffer): string;
-  run(files: string[], opts?: Partial<RunOptions>): Promise<BatchResult>;
+  run(files: string[], opts?: Partial<RunOptions>, progress?: ProgressListener): Promise<BatchResult>;
   dryRun(files: string[], opts?: Partial<RunOptions>): Promise<DryRunResult>;
   rerun(opts: Partial<RerunOptions>): Promise<BatchResult>;
   ledger(): Ledger;
@@ -112,7 +112,7 @@ export async function makeWorld(
       writeFileSync(p, content);
       return p;
     },
-    run: (files, o = {}) => withLogger(async (log) => (await runBatch(config, runOpts({ ...o, files }), log, new StopSignal())) as BatchResult),
+    run: (files, o = {}, progress) => withLogger(async (log) => (await runBatch(config, runOpts({ ...o, files }), log, new StopSignal(), progress)) as BatchResult),
     dryRun: (files, o = {}) => withLogger(async (log) => (await runBatch(config, runOpts({ ...o, files, dryRun: true }), log, new StopSignal())) as DryRunResult),
     rerun: (o) =>
       withLogger(async (log) => (await rerunBatch(config, { batch: null, last: true, includePermanent: false, dryRun: false, ...o }, log, new StopSignal())) as BatchResult),

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import type { ProgressEvent } from '../src/types.js';
 import { assertReconciles, csv, makeWorld, results, closeWorldsAfterEach } from './helpers.js';
 
 // Rule 3 (docs/design.md §3) as D1 and the ledger see it: results.csv saying
@@ -32,8 +33,12 @@ describe('cards covered by their consumer', () => {
 
   it('a card covered by a consumer opted out in this batch is OPTED_OUT in the ledger, with a note naming the consumer', async () => {
     const world = await makeWorld({ scenario: { consumers: { 'CONS-S': ['CARD-S1'] } } });
-    const { summary } = await world.run([world.file('a.csv', csv(HEADER, ['CARD-S1,CONS-S,FRAUD,', ',CONS-S,FRAUD,CONSUMER']))]);
+    const toSend: number[] = [];
+    const progress = { on: (e: ProgressEvent) => void (e.type === 'to-send' && toSend.push(e.targets)) };
+    const { summary } = await world.run([world.file('a.csv', csv(HEADER, ['CARD-S1,CONS-S,FRAUD,', ',CONS-S,FRAUD,CONSUMER']))], {}, progress);
     expect(summary.outcomes).toEqual({ SKIPPED_COVERED_BY_CONSUMER: 1, OPTED_OUT: 1 });
+    // The progress board's total: both before the consumer goes, nothing left once it has taken its card along.
+    expect(toSend).toEqual([2, 0]);
     const ledger = world.ledger();
     try {
       const card = ledger.targets.get('CARD', 'CARD-S1');

@@ -16,15 +16,18 @@ function stillToSend(ctx: BatchContext): number {
 export async function executeBatch(ctx: BatchContext): Promise<BatchResult> {
   const { ledger, batchId, log } = ctx;
   try {
-    ctx.progress.on({ type: 'to-send', targets: stillToSend(ctx) });
-    await submitScope(ctx, 'CONSUMER');
+    const toSend = stillToSend(ctx);
+    ctx.progress.on({ type: 'to-send', targets: toSend });
+    const consumers = await submitScope(ctx, 'CONSUMER');
     ledger.committer.flush();
-    const covered = ledger.tx(() => {
-      ledger.targets.settleCoveredCards(batchId);
-      return ledger.items.coverCardsInBatch(batchId);
-    });
+    const { settled, covered } = ledger.tx(() => ({
+      settled: ledger.targets.settleCoveredCards(batchId),
+      covered: ledger.items.coverCardsInBatch(batchId),
+    }));
     if (covered > 0) log.info(`${covered} card row(s) covered by a consumer opted out in this batch; not called`);
-    ctx.progress.on({ type: 'to-send', targets: stillToSend(ctx) });
+    // No consumer sent and no card covered (most nights): the count stands. Counted again, it is a
+    // tenth of a second at 100,000 items before the first card leaves.
+    ctx.progress.on({ type: 'to-send', targets: consumers + settled + covered > 0 ? stillToSend(ctx) : toSend });
     await submitScope(ctx, 'CARD');
     await pollPending(ctx, ctx.config.pending.maxWaitMs);
     // A consumer that was PENDING when its cards were covered may have finished while polled:

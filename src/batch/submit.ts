@@ -102,7 +102,8 @@ async function submitTarget(ctx: BatchContext, t: TargetRecord): Promise<void> {
  * (the limiter decides when each request leaves; the extra workers cover those sleeping in backoff).
  * Targets are read from the ledger page by page, so memory does not grow with the batch.
  */
-export async function submitScope(ctx: BatchContext, scope: Scope): Promise<void> {
+export async function submitScope(ctx: BatchContext, scope: Scope): Promise<number> {
+  let taken = 0;
   let cursor = 0;
   let page: TargetRecord[] = [];
   let exhausted = false;
@@ -116,7 +117,9 @@ export async function submitScope(ctx: BatchContext, scope: Scope): Promise<void
       if (last) cursor = last.pk;
       else exhausted = true;
     }
-    return page.shift();
+    const t = page.shift();
+    if (t) taken++;
+    return t;
   };
   const workers = Array.from({ length: ctx.config.rate.concurrency * 2 }, async () => {
     for (let t = next(); t; t = next()) {
@@ -126,4 +129,5 @@ export async function submitScope(ctx: BatchContext, scope: Scope): Promise<void
   });
   await Promise.all(workers);
   ctx.ledger.committer.flush();
+  return taken;
 }
