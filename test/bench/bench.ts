@@ -201,7 +201,7 @@ async function benchSubmission(): Promise<void> {
     agent.destroy();
 
     // Unthrottled on purpose: this measures the job's own overhead per request, not a rate D1 accepts.
-    const { result, ms } = await runJob('submit', sim, n, { requestsPerSecond: 1_000_000, concurrency, allowAboveLimits: 1 }, null);
+    const { result, ms } = await runJob('submit', sim, n, { requestsPerSecond: 1_000_000, concurrency, allowAboveLimits: true }, null);
     const optedOut = result.summary.outcomes.OPTED_OUT ?? 0;
     // Both sides are timed by the same clock, the simulator's, from the first opt-out that
     // arrives to the last: the submission stage itself, not the job's ingest or report.
