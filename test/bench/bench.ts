@@ -5,7 +5,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
 import http from 'node:http';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, setPriority, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fetch from 'node-fetch';
@@ -103,6 +103,14 @@ const issuer = { issuerId: 'BENCHISSUE', keyId: 'bench-kid' };
  * leaves those collections out of a bench night; nothing of the job is changed by it.
  */
 const SIM_NODE_FLAGS = ['--initial-heap-size=1024'];
+/**
+ * For the same reason the simulator goes first when the cores are contended (where the bench may
+ * raise a priority): beside two CPU-bound processes it waited its turn for up to a few tens of ms
+ * and counted 51 in a second at 50 rps, while the job's requests left at most 50 a second. The job
+ * still competes with those processes as it would on a busy host.
+ */
+const SIM_NICE = -10;
+let simNiceNoted = false;
 
 async function startSim(name: string, scenario: Record<string, unknown>): Promise<SimProcess> {
   const scenarioFile = join(work, `${name}.scenario.json`);
@@ -110,6 +118,12 @@ async function startSim(name: string, scenario: Record<string, unknown>): Promis
   const simConfig = join(work, `${name}.sim-config.json`);
   writeFileSync(simConfig, JSON.stringify({ d1: { ...issuer, privateKeyFile: keyFile } }));
   const child = spawn(process.execPath, [...SIM_NODE_FLAGS, cli, 'sim', '--config', simConfig, '--scenario', scenarioFile], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    setPriority(child.pid!, SIM_NICE);
+  } catch {
+    if (!simNiceNoted) info.push(`the simulator runs at the job's priority (raising it needs root or CAP_SYS_NICE): on a busy host its own wait for a core counts as arrivals`);
+    simNiceNoted = true;
+  }
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   while (!/ground truth (\S+)/.test(out)) {
